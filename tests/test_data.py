@@ -32,9 +32,10 @@ def test_heldout_split_is_disjoint_from_train():
     train = data.generate_hhh(2000, 0, "train")
     held = data.generate_hhh(2000, 0, "heldout")
     assert not {e.prompt for e in train} & {e.prompt for e in held}
-    held_words = {e.answer_key.split()[0] for e in held if e.skill == "repeat_word"}
-    train_words = {e.answer_key.split()[0] for e in train if e.skill == "repeat_word"}
-    assert held_words and not held_words & train_words
+    for skill in ("capitals", "opposites", "repeat_word"):  # held out by phrasing
+        frame = lambda e: e.prompt.split(e.answer_key.split()[0])[0] if skill == "repeat_word" else e.prompt.rsplit(" ", 1)[0]
+        held_frames = {frame(e) for e in held if e.skill == skill}
+        assert held_frames and not held_frames & {frame(e) for e in train if e.skill == skill}
     with pytest.raises(ValueError, match="unknown split 'test'"):
         data.generate_hhh(3, 0, "test")
 

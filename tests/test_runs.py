@@ -19,7 +19,7 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
 def test_run_is_finished_only_after_its_marker():
     run = RunDir("unit_test", "x", {"a": 1})
     run.start()
-    assert (run.path / "config.json").is_file() and not run.done
+    assert (run.path / "run.json").is_file() and not run.done
     run.finish()
     assert run.done
     run.start()  # a restart clears the marker: an interrupted rerun is never taken as finished

