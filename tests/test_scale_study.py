@@ -310,7 +310,8 @@ def test_falling_and_flat_trends():
             assert r["slope per 10x parameters"] == pytest.approx(-0.35, abs=1e-9)
             f = _row(flat, **{"safety training": fam, "convention": conv})
             assert abs(f["slope per 10x parameters"]) < 1e-9
-            assert f["slope_lo"] < 0 < f["slope_hi"] and f["trend"] == "no clear trend"
+            assert f["slope_lo"] < 0 < f["slope_hi"]
+            assert f["trend"] == S.trend_verdict(f["slope_lo"], f["slope_hi"]) and f["trend"] in ("flat", "no clear trend")
 
 
 def test_trend_table_formats_the_slope(rising):
@@ -328,8 +329,18 @@ def test_scale_verdict():
     assert "xs (0.01M), s (0.10M), m (1.00M)" in evidence
     _, verdict = S.scale_verdict(scale_metrics(FALLING), 0.9)
     assert verdict != "reproduced" and verdict == "not reproduced"
-    _, verdict = S.scale_verdict(scale_metrics(FLAT), 0.9)
-    assert verdict == "inconclusive"
+    evidence, verdict = S.scale_verdict(scale_metrics(FLAT), 0.9)
+    lines = evidence.split(" — ")[0].split("; ")
+    flat = sum("(flat)" in line for line in lines)
+    assert verdict == ("not reproduced" if flat > len(lines) / 2 else "inconclusive")
+
+
+def test_trend_rule_has_a_margin():
+    assert S.trend_verdict(0.06, 0.3) == "rises with size"
+    assert S.trend_verdict(0.001, 0.01) == "flat"          # above 0 but negligible: not a rise
+    assert S.trend_verdict(-0.3, -0.06) == "falls with size"
+    assert S.trend_verdict(-0.2, 0.3) == "no clear trend"
+    assert S.trend_verdict(float("nan"), 0.1) == "not measurable"
 
 
 def test_scale_verdict_reads_rl_only():
