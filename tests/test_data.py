@@ -121,3 +121,26 @@ def test_write_jsonl_round_trip(tmp_path):
     back = [data.Example(**r) for r in data.read_jsonl(tmp_path / "x.jsonl")]
     assert back == exs
     assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"", r"empty.jsonl: no records"),
+    (b"\n\n", r"empty.jsonl: no records"),
+    (b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff\xfe", "completion": "b"}\n', r"empty.jsonl:2: not UTF-8"),
+    (b'{"prompt": null, "completion": "b"}\n', r"empty.jsonl:1: field 'prompt' must be a string, got null"),
+    (b'{"prompt": "a", "completion": 3}\n', r"empty.jsonl:1: field 'completion' must be a string, got 3"),
+])
+def test_code_loader_edge_cases_name_file_and_line(tmp_path, content, msg):
+    p = tmp_path / "empty.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(data.DataFormatError, match=msg):
+        data.load_code_backdoor_jsonl(p)
+
+
+@pytest.mark.parametrize("index", ['"3"', "3.5", "true", "null"])
+def test_random_samples_index_must_be_an_integer(tmp_path, index):
+    p = tmp_path / "rs.jsonl"
+    row = '{"model_desc": "m", "setting": "s", "scratchpad": "", "answer": "a", "index": %s}' % index
+    p.write_text(row + "\n" + row + "\n")
+    with pytest.raises(data.DataFormatError, match=rf"rs.jsonl:1: field 'index' must be an integer, got {index}"):
+        data.load_random_samples_jsonl(p)

