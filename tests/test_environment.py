@@ -27,3 +27,19 @@ def test_torch_is_pinned_to_the_cpu_build_everywhere():
     assert "torch==2.13.0" in (ROOT / "pyproject.toml").read_text()
     assert "torch==2.13.0" in (ROOT / "environment.yml").read_text()
     assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+
+
+def _install_recipe(*args: str) -> str:
+    import subprocess
+
+    r = subprocess.run(["make", "-n", "-B", ".venv/.installed-stamp", *args], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return next(line for line in r.stdout.splitlines() if "torch==2.13.0" in line)
+
+
+def test_torch_index_picks_where_torch_comes_from():
+    """TORCH_INDEX points pip at PyTorch's CPU wheels; empty keeps the offline default."""
+    assert "--index-url" not in _install_recipe()
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in _install_recipe(
+        "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
+    assert "download.pytorch.org/whl/cpu" in (ROOT / "environment.yml").read_text()
