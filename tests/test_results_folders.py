@@ -57,4 +57,6 @@ def test_cli_rerun_with_other_parameters_stays_out_of_the_book():
     assert (folder / nb.name).is_file() and (folder / "reproduction.csv").is_file()
     assert json.loads((folder / "config.json").read_text())["n_bootstrap"] == 50
     assert f"wrote {folder / nb.name}" in r.stdout and f"results in {folder}" in r.stdout
+    assert "06_what_reproduced: running" in r.stderr and "(0 runs trained, 0 reused)" in r.stderr  # progress
+    assert "without encryption" not in r.stderr
     assert (book_copy.stat().st_mtime_ns if book_copy.exists() else None) == stamp

