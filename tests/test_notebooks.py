@@ -122,6 +122,6 @@ def test_make_book_dresses_a_chapter(tmp_path):
     dress(path, "smoke", 125.0, ROOT)
     cells = nbformat.read(str(path), as_version=4).cells
     assert [c.metadata.get("tags", []) for c in cells[:4]] == [
-        ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"], []]
+        ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["remove-input"], []]
     assert "ran in 2 min 05 s" in cells[-1].source and "preset `smoke`" in cells[-1].source
     assert re.search(r"commit `[0-9a-f]{7,}", cells[-1].source)
