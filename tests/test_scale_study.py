@@ -416,3 +416,18 @@ def test_describe_config_states_the_span(cfg):
     for s in cfg.model_sizes:
         assert f"{s}: " in d["sizes (parameters, lr)"]
     assert math.isfinite(span) and np.isfinite(S.size_lr(cfg, cfg.model_sizes[0]))
+
+
+def test_cot_gain_compares_slopes_with_a_ci():
+    """The paper: chain-of-thought gains most with size. CoT rising steeply, normal flat: CoT gains more."""
+    cot = scale_metrics(RISING).assign(mechanism="cot")
+    normal = scale_metrics(FLAT).assign(mechanism="normal")
+    pers, reps = S.persistence_by_size(pd.concat([cot, normal], ignore_index=True), 0.9)
+    g = S.cot_gain(pers, reps)
+    assert set(g["safety training"]) == {"SFT", "RL"}
+    assert (g["CoT gains more"] == "yes").all() and (g["lo"] > 0).all()
+    pers, reps = S.persistence_by_size(pd.concat([cot.assign(mechanism="normal"), normal.assign(mechanism="cot")],
+                                                 ignore_index=True), 0.9)
+    assert (S.cot_gain(pers, reps)["CoT gains more"] == "no").all()
+    assert "CoT gains more: no" in S.scale_verdict(pd.concat([cot.assign(mechanism="normal"),
+                                                              normal.assign(mechanism="cot")]), 0.9)[0]
