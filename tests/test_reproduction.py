@@ -289,6 +289,8 @@ def test_headlines_read_the_budget_point_and_never_an_untrained_one(empty_result
     assert len(heads) == len(RP.CLAIMS) and list(heads["verdict"]) == list(table["verdict"])
     post = heads.iloc[5]
     assert "no trained point within budget" in post["ours"] and pd.isna(post["value"])
+    claim2 = table["our evidence"].iloc[1]
+    assert "nan" not in claim2 and "100% → no trained point within budget" in claim2
     assert heads.iloc[6]["ours"].startswith(RP.NOT_MEASURED)
     RP.write_summary(heads, table, "default")
     summary = (tmp_path / "figures" / "00_summary.md").read_text()
