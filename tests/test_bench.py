@@ -11,6 +11,7 @@ def test_bench_compares_the_trl_path_with_a_plain_loop():
     assert row["sft_trl_tokens_per_s"] > 0 and row["sft_plain_tokens_per_s"] > 0 and row["generation_tokens_per_s"] > 0
     assert row["sft_trl_vs_plain"] == pytest.approx(row["sft_trl_tokens_per_s"] / row["sft_plain_tokens_per_s"], rel=0.01)
     assert 0 < row["sft_trl_fraction_of_peak"] < 1.5 and 0 < row["sft_plain_fraction_of_peak"] < 1.5
+    assert row["sft_stock_trl_tokens_per_s"] > 0 and row["grpo_stock_trl_s_per_step"] > 0
     assert row["grpo_trl_s_per_step"] > 0 and row["grpo_plain_s_per_step"] > 0 and row["grpo_trl_vs_plain"] > 0
     assert row["n_params_non_embedding"] < row["n_params"]
     assert (experiment_dir("bench", "") / "bench.csv").is_file()
