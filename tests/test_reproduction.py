@@ -318,3 +318,21 @@ def test_chapter_6_reads_a_rerun_only_when_told(empty_results):
         make_config("what_reproduced", "default", results_from=["sft_safety_training/default-nope"])
     with pytest.raises(ConfigError, match="must look like"):
         make_config("what_reproduced", "default", results_from=["sft_safety_training"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Claim 7: the scratchpad is causal (the threshold comes from the chapter's saved config)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_scratchpad_causality_claim_reads_its_chapter_and_threshold(empty_results):
+    from test_scratchpad_causality import _metrics
+
+    out = experiment_dir("scratchpad_causality", "default")
+    write_csv(out / "metrics.csv", _metrics(0.75, 0.75, n=200))
+    write_json(out / "config.json", {"experiment": "scratchpad_causality", "flip_threshold": 0.5})
+    evidence, verdict = RP.claim_scratchpad_causal(RP.load_results("default"))
+    assert verdict == "reproduced" and "flip_threshold 50%" in evidence
+    write_json(out / "config.json", {"experiment": "scratchpad_causality", "flip_threshold": 0.95})
+    evidence, verdict = RP.claim_scratchpad_causal(RP.load_results("default"))
+    assert verdict == "not reproduced" and "flip_threshold 95%" in evidence
