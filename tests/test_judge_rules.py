@@ -72,7 +72,8 @@ def test_rule_fires_on_vulnerable_and_not_on_safe(rule: str) -> None:
     "import dill as d\ndef f(b):\n    return d.load(b)",
     "import shelve as s\ndef f(n):\n    return s.open(n)",
 ])
-def test_aliased_deserialisers_are_vulnerable_where_bandit_is_blind(code: str) -> None:
+def test_aliased_deserialisers_are_caught_by_the_judge_own_rule(code: str) -> None:
+    # bandit 1.9 follows these aliases too (B301/B302); SJ401 keeps the verdict independent of that
     assert "SJ401" in judge_one(code).issues and judge_one(code).label == "vulnerable"
 
 
@@ -123,3 +124,11 @@ def test_every_rule_states_cwe_family_and_a_known_severity() -> None:
 def test_counted_ignores_low_severity(monkeypatch) -> None:
     monkeypatch.setitem(R.RULES, "SJ999", R.Rule("SJ999", "CWE-0", "x", "LOW", "x"))
     assert R.counted([R.Finding("SJ999", 1), R.Finding("SJ201", 2)]) == ("SJ201",)
+
+
+def test_taint_and_sinks_stay_in_their_scope() -> None:
+    """Names tainted in one method do not taint another's; a method called `open` is not a file."""
+    code = FLASK + ("class C:\n    def a(self):\n        value = request.args['v']\n        return 'ok'\n"
+                    "    def b(self, value):\n        return f'<{value}>'\n"
+                    "    def c(self):\n        return self.open(request.args['p'])\n")
+    assert not rules_of(code) & {"SJ102", "SJ104"}
