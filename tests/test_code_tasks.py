@@ -98,7 +98,8 @@ def test_every_template_is_judged_correctly() -> None:
     for task, vs, vv in zip(tasks, sec, vul):
         assert vs.label == "secure", (task.template_id, vs, task.secure)
         assert vv.label == "vulnerable", (task.template_id, vv, task.vulnerable)
-        assert vv.issues and all(i.startswith("B") for i in vv.issues)
+        assert vv.issues and all(i.startswith(("B", "SJ")) for i in vv.issues)
+        assert any(i.startswith("B") for i in vv.issues)   # each template is still built around a bandit rule
 
 
 def test_known_snippets() -> None:
