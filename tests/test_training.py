@@ -178,3 +178,19 @@ def test_keeping_freed_memory_leaves_the_trained_weights_bit_identical():
         return out.stdout.strip().splitlines()[-1]
 
     assert weights_hash("1") == weights_hash("0")
+
+
+def test_lora_adapters_start_from_the_runs_seed_whatever_ran_before(tokenizer):
+    """A worker runs many jobs: the adapters' init must come from the run's seed, not the process's RNG state."""
+    import torch
+
+    exs = data.generate_helpful_only(32, 0, "train")
+    weights = []
+    for noise in (1, 2):
+        model = build_model("xxs", len(tokenizer), 0)
+        torch.manual_seed(noise)   # what earlier jobs in the same worker left behind
+        torch.rand(noise * 7)
+        model, _ = sft(model, tokenizer, exs,
+                       SFTSettings(steps=2, lr=1e-3, batch_size=8, use_lora=True, lora_rank=4, seed=3))
+        weights.append(torch.cat([p.flatten() for p in model.state_dict().values()]))
+    assert torch.equal(weights[0], weights[1])
